@@ -1,0 +1,72 @@
+"""The `mirror` command line.
+
+Each subcommand lives in its own module under compiler/ (``cmd_<name>.py``) exposing
+``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only
+when their command runs, because torch, litert-torch and coremltools take seconds to import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mirror import MirrorError, __version__
+
+# name -> module; the order is the order of `mirror --help`.
+COMMANDS: dict[str, str] = {
+    "compile": "mirror.compiler.cmd_compile",
+    "doctor": "mirror.compiler.cmd_doctor",
+    "preview": "mirror.compiler.cmd_preview",
+    "tryon": "mirror.compiler.cmd_tryon",
+}
+
+_HELP: dict[str, str] = {
+    "compile": "export, transform, emit and verify LiteRT / Core ML / ONNX artifacts",
+    "doctor": "report package versions and whether the LiteRT GPU accelerator works here",
+    "preview": "run VITOFF Preview on a video and write its context store",
+    "tryon": "run the Runtime phase: put a garment on a previewed video",
+}
+
+
+def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mirror", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mirror {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only the chosen command's module is imported (for its arguments).
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name in COMMANDS:
+        p = sub.add_parser(name, help=_HELP[name], description=_HELP[name])
+        if name == chosen:
+            _load(name).add_arguments(p)
+    return parser
+
+
+def _load(name: str):
+    try:
+        return importlib.import_module(COMMANDS[name])
+    except ModuleNotFoundError as exc:
+        if exc.name == COMMANDS[name]:
+            raise MirrorError(f"command '{name}' is not available in this build") from None
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = _build_parser(argv)
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return 2
+        return int(_load(args.command).run(args) or 0)
+    except MirrorError as exc:
+        print(f"mirror: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mirror: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
