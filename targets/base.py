@@ -47,7 +47,19 @@ class Emitter(Protocol):
 
     target: str
 
-    def emit(self, program: Any, graph: str, precision: str, out_dir: Path, **options: Any) -> Artifact:
+    def emit(
+        self,
+        program: Any,  # torch.export.ExportedProgram after the pass pipeline
+        graph: str,  # "warp", "gen", "parser" or a user model's name
+        precision: str,  # a name from PRECISIONS or a target-specific recipe
+        out_dir: Path,
+        *,
+        example_inputs: tuple[Any, ...],  # torch tensors, in input order
+        input_names: list[str],
+        output_names: list[str],
+        calibration: list[tuple[Any, ...]] | None = None,  # for full-integer int8
+    ) -> Artifact:
+        """Write the artifact atomically into ``out_dir`` and describe it."""
         ...
 
     def runners(self, artifact: Artifact) -> list[Runner]: ...
