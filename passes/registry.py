@@ -9,11 +9,16 @@ from __future__ import annotations
 from mirror.passes.base import PipelineSpec
 
 # Built-in passes register themselves on import.
-from mirror.passes import cleanup  # noqa: F401,E402
+from mirror.passes import cleanup, strip_correlation  # noqa: F401,E402
+from mirror.passes import gpu_grid_sample  # noqa: F401,E402
 
 PIPELINES: dict[str, PipelineSpec] = {
     # Any exported model: make it convertible and GPU-friendly.
     "default": [
         ("drop_aliases", {}),
+        ("gpu_grid_sample", {}),
     ],
 }
+
+# The DIVTON warper exported in its full PF-AFN form.
+PIPELINES["divton-warp"] = [("strip_correlation", {"levels": (3, 4)}), *PIPELINES["default"]]
