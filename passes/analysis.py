@@ -48,21 +48,19 @@ def node_flops(node: torch.fx.Node) -> int:
         return 0
     kind = op_kind(node)
     out = node.meta.get("val")
-    if kind == "convolution":
+    if kind in {"conv2d", "convolution"}:
         weight = node.args[1].meta["val"]
-        groups = int(node.args[8]) if len(node.args) > 8 else 1
-        transposed = bool(node.args[6]) if len(node.args) > 6 else False
+        # aten.convolution carries `transposed` at index 6; conv2d is never transposed.
+        transposed = kind == "convolution" and len(node.args) > 6 and bool(node.args[6])
         k = int(math.prod(weight.shape[2:]))
-        if transposed:
-            x = node.args[0].meta["val"]
-            return 2 * _numel(x) * weight.shape[1] * k // max(groups, 1) * groups
+        if transposed:  # every input element meets every kernel tap of its group
+            return 2 * _numel(node.args[0].meta["val"]) * int(weight.shape[1]) * k
         return 2 * _numel(out) * int(weight.shape[1]) * k
     if kind in {"mm", "addmm", "bmm", "matmul", "linear"}:
         a = node.args[1 if kind == "addmm" else 0].meta["val"]
         return 2 * _numel(out) * int(a.shape[-1])
-    if kind == "grid_sampler_2d":
-        x = node.args[0].meta["val"]
-        return 8 * _numel(out) + 0 * _numel(x)  # 4 taps, multiply-add each
+    if kind in {"grid_sampler", "grid_sampler_2d"}:
+        return 8 * _numel(out)  # 4 taps, a multiply-add each
     if kind in _POINTWISE:
         return _numel(out)
     if kind in _REDUCTIONS:
@@ -75,22 +73,14 @@ def count_flops(program: ExportedProgram) -> int:
 
 
 def count_params(program: ExportedProgram) -> int:
-    """Parameters and buffers the graph actually reads (placeholders that are lifted state)."""
+    """Parameter elements the graph actually reads (BatchNorm statistics excluded)."""
     sig = program.graph_signature
-    lifted = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
     used = {
-        lifted[n.name]
+        sig.inputs_to_parameters[n.name]
         for n in program.graph.nodes
-        if n.op == "placeholder" and n.name in lifted and n.users
+        if n.op == "placeholder" and n.name in sig.inputs_to_parameters and n.users
     }
-    state = program.state_dict
-    constants = getattr(program, "constants", {})
-    total = 0
-    for name in used:
-        t = state.get(name, constants.get(name))
-        if isinstance(t, torch.Tensor):
-            total += t.numel()
-    return total
+    return sum(program.state_dict[name].numel() for name in used)
 
 
 def _flatten(outputs: Any) -> list[torch.Tensor]:

@@ -1,0 +1,56 @@
+"""Small graph surgery helpers shared by passes."""
+
+from __future__ import annotations
+
+import torch
+from torch.export import ExportedProgram
+from torch.export.graph_signature import ExportGraphSignature, InputKind
+
+
+def module_path(node: torch.fx.Node) -> str:
+    """The innermost module path a node was traced under ("" for the root)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    return list(stack.values())[-1][0]
+
+
+def ancestors(node: torch.fx.Node) -> set[torch.fx.Node]:
+    """Every node ``node`` depends on (not including itself)."""
+    seen: set[torch.fx.Node] = set()
+    todo = list(node.all_input_nodes)
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(n.all_input_nodes)
+    return seen
+
+
+def prune_unused_state(program: ExportedProgram) -> list[str]:
+    """Drop dead nodes, then parameters/buffers/constants no node reads any more.
+
+    Mutates ``program`` (callers pass a copy). Returns the state names removed.
+    """
+    graph = program.graph_module.graph
+    graph.eliminate_dead_code()
+    sig = program.graph_signature
+    lifted = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
+    placeholders = {n.name: n for n in graph.nodes if n.op == "placeholder"}
+    dead = {
+        spec.arg.name: spec.target
+        for spec in sig.input_specs
+        if spec.kind in lifted and not placeholders[spec.arg.name].users
+    }
+    for name in dead:
+        graph.erase_node(placeholders[name])
+    program._graph_signature = ExportGraphSignature(
+        input_specs=[s for s in sig.input_specs if s.arg.name not in dead],
+        output_specs=list(sig.output_specs),
+    )
+    for target in dead.values():
+        program._state_dict.pop(target, None)
+        program._constants.pop(target, None)
+    graph.lint()
+    program.graph_module.recompile()
+    return sorted(dead.values())
