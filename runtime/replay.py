@@ -1,0 +1,116 @@
+"""VITOFF Runtime: replay a context store for one garment.
+
+Runtime runs once per garment and repeats none of Preview's tracking. For each frame:
+
+- a DNN frame (Preview's decision) gets a KeyframeRequest - the 256x192 person crop
+  (background, i.e. parsing label 0, set to white), its parsing crop, box and paddings -
+  and the caller's `dnn` callable answers with the 256x192 try-on image and its paste
+  mask (the compiled DIVTON runner in production, anything in tests). The answer is
+  taken back to box pixels and pasted into the frame; it becomes the keyframe output.
+- every other frame regenerates its dense TPS grid from the stored spline and the moved
+  box, remaps the keyframe output through it (bicubic colour, nearest mask) and pastes
+  the result where the remapped mask is set. Colour is only interpolated at pixels the
+  mask keeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mirror import MirrorError
+
+from .crop import DNN_H, DNN_W, box_pixels, from_dnn, to_dnn
+from .remap import composite, remap
+from .store import ContextStore, open_store
+from .tps import TPS
+
+
+@dataclass(frozen=True)
+class KeyframeRequest:
+    """What the try-on DNN gets for one keyframe."""
+
+    frame_index: int
+    person: np.ndarray  # [256,192,3] uint8, letterboxed and background-whitened
+    parsing: np.ndarray  # [256,192] uint8 (ROI mode: 1 inside the region)
+    box: np.ndarray  # [4] (x, y, w, h) in frame pixels
+    paddings: np.ndarray  # [4] (top, bottom, left, right) of the letterbox
+
+
+TryOn = Callable[[KeyframeRequest], tuple[np.ndarray, np.ndarray]]
+
+
+def keyframe_request(store: ContextStore, t: int, frame: np.ndarray) -> KeyframeRequest:
+    """Build the DNN input of frame t from the stored box and parsing crop."""
+    box = store["boxes"][t]
+    person = to_dnn(frame, box, 255)
+    parsing = store.parsing[t]
+    person = np.where((parsing == 0)[..., None], np.uint8(255), person)
+    return KeyframeRequest(t, person, parsing, box.copy(), store["paddings"][t].copy())
+
+
+def _check_dnn_answer(t: int, answer) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        rgb, mask = answer
+    except (TypeError, ValueError):
+        raise MirrorError(f"the try-on callable must return (image, mask) for frame {t + 1}") from None
+    rgb, mask = np.asarray(rgb), np.asarray(mask)
+    if rgb.shape != (DNN_H, DNN_W, 3) or mask.shape != (DNN_H, DNN_W):
+        raise MirrorError(f"the try-on for frame {t + 1} must be [256,192,3] + [256,192], got "
+                          f"{list(rgb.shape)} + {list(mask.shape)}")
+    return rgb.astype(np.float32), mask.astype(bool)
+
+
+def iter_replay(store: ContextStore | str | Path, dnn: TryOn, frames: Sequence[np.ndarray] | np.ndarray,
+                interpolation: str = "bicubic", grid_step: int = 1) -> Iterator[np.ndarray]:
+    """Yield the composited frames one by one (uint8 [960,540,3])."""
+    if not isinstance(store, ContextStore):
+        store = open_store(store)
+    n = store.frames
+    if len(frames) != n:
+        raise MirrorError(f"the context store was made from {n} frames, got {len(frames)}")
+    fh, fw = store.frame_size
+    key = None  # (float32 [h,w,3] colour, bool [h,w] mask, x0, y0)
+    for t in range(n):
+        frame = np.asarray(frames[t])
+        if frame.shape != (fh, fw, 3) or frame.dtype != np.uint8:
+            raise MirrorError(f"frame {t + 1} must be uint8 [{fh},{fw},3], got "
+                              f"{frame.dtype} {list(frame.shape)}")
+        box = store["boxes"][t]
+        x0, y0, bw, bh = box_pixels(box)
+        if store["dnn"][t]:
+            rgb, mask = _check_dnn_answer(t, dnn(keyframe_request(store, t, frame)))
+            pad = store["paddings"][t]
+            key = (from_dnn(rgb, pad, bw, bh), from_dnn(mask, pad, bw, bh, nearest=True), x0, y0)
+            yield composite(frame, key[0], key[1], x0, y0)
+            continue
+        n_pts = int(store["n_points"][t])
+        spline = TPS.from_arrays(store["tps_ctrl"][t], store["tps_coef"][t], store["tps_norm"][t],
+                                 n_pts)
+        # Only the part of the moved box inside the frame is evaluated.
+        xa, xb = max(0, x0), min(fw, x0 + bw)
+        ya, yb = max(0, y0), min(fh, y0 + bh)
+        if xa >= xb or ya >= yb:
+            yield frame.copy()
+            continue
+        mx, my = spline.grid(xa, ya, xb - xa, yb - ya, step=grid_step)
+        mx -= key[2]
+        my -= key[3]
+        m = remap(key[1].astype(np.float32), mx, my, "nearest") > 0.5
+        patch = np.zeros((yb - ya, xb - xa, 3), np.float32)
+        patch[m] = remap(key[0], mx[m], my[m], interpolation)
+        yield composite(frame, patch, m, xa, ya)
+
+
+def replay(store: ContextStore | str | Path, dnn: TryOn, frames: Sequence[np.ndarray] | np.ndarray,
+           interpolation: str = "bicubic", grid_step: int = 1) -> np.ndarray:
+    """Composite the garment into every frame: uint8 [T,960,540,3].
+
+    store: a ContextStore or its folder; dnn: callable(KeyframeRequest) -> (try-on
+    [256,192,3], paste mask [256,192]), called only on the stored DNN frames; frames:
+    the same 960x540 RGB frames Preview saw.
+    """
+    return np.stack(list(iter_replay(store, dnn, frames, interpolation, grid_step)))

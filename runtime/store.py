@@ -1,0 +1,241 @@
+"""The VITOFF context store: what Preview leaves on the phone for every later garment.
+
+A store is a plain folder:
+
+    manifest.json   {"format": "mirror-vitoff-context", "version": 1, "frames": T,
+                     "frame_size": [960, 540], "files": {name: {"bytes": n, "sha256": hex}}}
+    context.npz     per-frame arrays (boxes, keypoints, TPS, paddings, NCC, KE, decisions)
+    parsing.npz     per-frame 256x192 parsing crops (ROI mask in ROI mode), compressed
+    preview.json    human-readable decisions, dnn_fraction, per-stage milliseconds
+
+Payloads are numpy .npz archives read with allow_pickle=False (data, never code).
+Opening a store checks the manifest's format and version, every file's size (a
+truncated file) and SHA-256 (a changed byte), then every array's dtype and shape;
+any mismatch is a one-line MirrorError, so Runtime never replays a damaged context.
+Stores are written into a temporary sibling folder and renamed into place; an
+existing folder is replaced only if it is itself a store (or empty).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from mirror import MirrorError, __version__
+
+from .preview import STAGES, PreviewResult
+
+FORMAT = "mirror-vitoff-context"
+VERSION = 1
+MANIFEST = "manifest.json"
+_CONTEXT = "context.npz"
+_PARSING = "parsing.npz"
+_PREVIEW = "preview.json"
+
+# name -> (dtype, shape with T for frames and P for max points)
+_ARRAYS: dict[str, tuple[str, tuple]] = {
+    "boxes": ("float64", ("T", 4)),
+    "dnn": ("bool", ("T",)),
+    "keyframe": ("int32", ("T",)),
+    "n_points": ("int32", ("T",)),
+    "points": ("float32", ("T", "P", 2)),
+    "key_points": ("float32", ("T", "P", 2)),
+    "tps_ok": ("bool", ("T",)),
+    "tps_ctrl": ("float64", ("T", "P", 2)),
+    "tps_coef": ("float64", ("T", "P+3", 2)),
+    "tps_norm": ("float64", ("T", 3)),
+    "paddings": ("int32", ("T", 4)),
+    "ncc": ("float32", ("T",)),
+    "ncc_threshold": ("float32", ("T",)),
+    "tps_error": ("float32", ("T",)),
+}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _json_num(x: float) -> float | None:
+    return None if not math.isfinite(x) else round(float(x), 6)
+
+
+def preview_summary(res: PreviewResult, extra: dict | None = None) -> dict:
+    """The preview.json document: decisions per frame, dnn_fraction, stage timings."""
+    ms = {s: res.stage_ms[s] for s in STAGES}
+    total = sum(ms.values())
+    return {
+        "frames": res.frames,
+        "frame_size": list(res.frame_size),
+        "mask_source": res.mask_source,
+        "dnn_frames": [int(i) for i in np.nonzero(res.dnn)[0]],
+        "dnn_fraction": round(res.dnn_fraction, 6),
+        "dnn_free_fraction": round(1.0 - res.dnn_fraction, 6),
+        "stage_ms": {
+            "mean_per_frame": {s: round(float(v.mean()), 4) for s, v in ms.items()}
+            | {"total": round(float(total.mean()), 4)},
+            "sum": {s: round(float(v.sum()), 3) for s, v in ms.items()}
+            | {"total": round(float(total.sum()), 3)},
+        },
+        "config": res.config,
+        "decisions": [
+            {"frame": i, "dnn": bool(res.dnn[i]), "reason": res.reasons[i],
+             "keyframe": int(res.keyframe[i]), "points": int(res.n_points[i]),
+             "ncc": _json_num(res.ncc[i]), "ncc_threshold": _json_num(res.ncc_threshold[i]),
+             "tps_error": _json_num(res.tps_error[i])}
+            for i in range(res.frames)
+        ],
+    } | (extra or {})
+
+
+def _is_store(path: Path) -> bool:
+    try:
+        return json.loads((path / MANIFEST).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_store(path: str | Path, res: PreviewResult, extra: dict | None = None) -> Path:
+    """Write `res` as a context store at `path`, atomically.
+
+    Refuses to replace anything that is not a context store (or an empty folder).
+    `extra` adds keys to preview.json (e.g. source video, placement).
+    """
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise MirrorError(f"'{path}' exists and is not a folder; choose another --out")
+        if any(path.iterdir()) and not _is_store(path):
+            raise MirrorError(f"'{path}' exists and is not a VITOFF context store; "
+                              "refusing to overwrite it")
+    parent = path.parent if str(path.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    try:
+        arrays = {name: np.ascontiguousarray(getattr(res, name)) for name in _ARRAYS}
+        np.savez(tmp / _CONTEXT, **arrays)
+        np.savez_compressed(tmp / _PARSING, parsing=np.ascontiguousarray(res.parsing))
+        (tmp / _PREVIEW).write_text(json.dumps(preview_summary(res, extra), indent=1))
+        files = {}
+        for name in (_CONTEXT, _PARSING, _PREVIEW):
+            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+        manifest = {
+            "format": FORMAT, "version": VERSION, "writer": f"mirror {__version__}",
+            "frames": res.frames, "frame_size": list(res.frame_size),
+            "max_points": int(res.points.shape[1]), "files": files,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        for name in (*files, MANIFEST):
+            with open(tmp / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            old.rmdir()
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+class ContextStore:
+    """A verified, loaded context store (see the module docstring for the layout)."""
+
+    def __init__(self, path: Path, manifest: dict, arrays: dict[str, np.ndarray],
+                 parsing: np.ndarray, preview: dict) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.arrays = arrays
+        self.parsing = parsing
+        self.preview = preview
+
+    @property
+    def frames(self) -> int:
+        return int(self.manifest["frames"])
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        h, w = self.manifest["frame_size"]
+        return int(h), int(w)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+
+def open_store(path: str | Path) -> ContextStore:
+    """Open and verify a store; any damage or mismatch raises a one-line MirrorError."""
+    path = Path(path)
+    where = f"context store '{path}'"
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise MirrorError(f"{where} has no {MANIFEST}; run `mirror preview` to create it")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError) as exc:
+        raise MirrorError(f"{where}: unreadable {MANIFEST} ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise MirrorError(f"{where} is not a VITOFF context store (format "
+                          f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
+    if manifest.get("version") != VERSION:
+        raise MirrorError(f"{where} has format version {manifest.get('version')!r}; this mirror "
+                          f"reads version {VERSION}: rerun `mirror preview`")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != {_CONTEXT, _PARSING, _PREVIEW}:
+        raise MirrorError(f"{where}: the manifest's file list is damaged")
+    for name, meta in files.items():
+        fp = path / name
+        if not fp.is_file():
+            raise MirrorError(f"{where}: {name} is missing")
+        size = fp.stat().st_size
+        if size != meta.get("bytes"):
+            raise MirrorError(f"{where}: {name} has {size} bytes, the manifest says "
+                              f"{meta.get('bytes')} (truncated or replaced)")
+        if _sha256(fp) != meta.get("sha256"):
+            raise MirrorError(f"{where}: {name} does not match its SHA-256 in the manifest "
+                              "(the store was modified)")
+    try:
+        t = int(manifest["frames"])
+        p = int(manifest["max_points"])
+        fh, fw = (int(v) for v in manifest["frame_size"])
+    except (KeyError, TypeError, ValueError):
+        raise MirrorError(f"{where}: the manifest lacks frames/max_points/frame_size") from None
+    dims = {"T": t, "P": p, "P+3": p + 3}
+    try:
+        with np.load(path / _CONTEXT, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        with np.load(path / _PARSING, allow_pickle=False) as z:
+            parsing = z["parsing"]
+        preview = json.loads((path / _PREVIEW).read_text())
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise MirrorError(f"{where}: cannot read its payload ({exc})") from None
+    for name, (dtype, shape) in _ARRAYS.items():
+        want = tuple(dims.get(d, d) for d in shape)
+        a = arrays.get(name)
+        if a is None or str(a.dtype) != dtype or a.shape != want:
+            got = "missing" if a is None else f"{a.dtype} {list(a.shape)}"
+            raise MirrorError(f"{where}: array '{name}' should be {dtype} {list(want)}, got {got}")
+    if parsing.dtype != np.uint8 or parsing.shape != (t, 256, 192):
+        raise MirrorError(f"{where}: parsing crops should be uint8 [{t}, 256, 192]")
+    if t < 1 or not arrays["dnn"][0]:
+        raise MirrorError(f"{where}: the first frame must be a DNN keyframe")
+    kf = arrays["keyframe"]
+    if (kf < 0).any() or (kf > np.arange(t)).any() or not arrays["dnn"][kf].all():
+        raise MirrorError(f"{where}: keyframe indices are inconsistent")
+    if not (arrays["dnn"] | arrays["tps_ok"]).all():
+        raise MirrorError(f"{where}: a frame has neither a DNN decision nor a TPS")
+    return ContextStore(path, manifest | {"frame_size": [fh, fw]}, arrays, parsing, preview)

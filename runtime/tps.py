@@ -1,0 +1,185 @@
+"""Thin-plate spline (TPS) warps for VITOFF.
+
+A TPS maps the tracked keypoints of the current frame onto their positions in the
+keyframe; evaluated at every pixel of the moved body box it gives the dense sampling
+grid through which the keyframe's try-on output is remapped.
+
+f(p) = a0 + a1 x + a2 y + sum_i w_i U(|p - c_i|), U(r) = 0.5 r^2 log(r^2), solved from the
+(N+3)x(N+3) system [[K, P], [P^T, 0]] [w; a] = [dst; 0]. The fit is done on centred,
+RMS-scaled source points: a TPS is invariant to that change of coordinates (the scale's
+log term is absorbed by the affine part), and the system is far better conditioned.
+
+Degenerate configurations (fewer than 3 points, coincident or collinear points, an
+ill-conditioned system) raise TPSDegenerate so the caller asks for the DNN instead.
+Dense evaluation is vectorized over [rows, cols, N] in float32, in row chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_TINY32 = np.float32(1e-30)
+
+
+class TPSDegenerate(ValueError):
+    """The control points cannot define a thin-plate spline; the DNN must run instead."""
+
+
+def tps_kernel(r2: np.ndarray) -> np.ndarray:
+    """U as a function of squared distance: 0.5 * r^2 * log(r^2), with U(0) = 0."""
+    tiny = _TINY32 if r2.dtype == np.float32 else 1e-300
+    return 0.5 * r2 * np.log(np.maximum(r2, tiny))
+
+
+@dataclass(frozen=True)
+class TPS:
+    """A fitted spline: control points (normalized), coefficients and the normalization."""
+
+    ctrl: np.ndarray  # [N,2] normalized control points
+    coef: np.ndarray  # [N+3,2]: N kernel weights, then a0, a1 (x), a2 (y)
+    center: np.ndarray  # [2]
+    scale: float
+
+    @property
+    def n(self) -> int:
+        return int(self.ctrl.shape[0])
+
+    def __call__(self, pts: np.ndarray) -> np.ndarray:
+        """Evaluate at [M,2] (x, y) points; float64 [M,2]."""
+        q = (np.asarray(pts, np.float64).reshape(-1, 2) - self.center) / self.scale
+        r2 = ((q[:, None, :] - self.ctrl[None, :, :]) ** 2).sum(-1)
+        n = self.n
+        return tps_kernel(r2) @ self.coef[:n] + self.coef[n] + q @ self.coef[n + 1 :]
+
+    def grid(self, x0: int, y0: int, width: int, height: int, step: int = 1,
+             chunk_elems: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+        """Dense grid over pixels x0..x0+width-1, y0..y0+height-1: (map_x, map_y) float32 [h,w].
+
+        step=1 evaluates the spline at every pixel (exact). step=k evaluates it every k
+        pixels and fills in linearly, which is cheaper for very smooth warps.
+        """
+        if width <= 0 or height <= 0:
+            return np.zeros((max(height, 0), max(width, 0)), np.float32), np.zeros(
+                (max(height, 0), max(width, 0)), np.float32)
+        if step > 1:
+            lx = _lattice(width, step)
+            ly = _lattice(height, step)
+            gx, gy = self.grid_at(x0 + lx, y0 + ly, chunk_elems)
+            return _upsample(gx, lx, ly, width, height), _upsample(gy, lx, ly, width, height)
+        return self.grid_at(x0 + np.arange(width), y0 + np.arange(height), chunk_elems)
+
+    def grid_at(self, xs: np.ndarray, ys: np.ndarray,
+                chunk_elems: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+        """Evaluate on the lattice xs x ys (pixel coordinates): (map_x, map_y) [len(ys), len(xs)]."""
+        n = self.n
+        xn = ((xs - self.center[0]) / self.scale).astype(np.float32)
+        yn = ((ys - self.center[1]) / self.scale).astype(np.float32)
+        c = self.ctrl.astype(np.float32)
+        dx2 = (xn[:, None] - c[None, :, 0]) ** 2  # [w,N]
+        dy2 = (yn[:, None] - c[None, :, 1]) ** 2  # [h,N]
+        wk = self.coef[:n].astype(np.float32)
+        h, w = len(yn), len(xn)
+        out = np.empty((h, w, 2), np.float32)
+        rows = max(1, chunk_elems // max(1, w * n))
+        for r0 in range(0, h, rows):  # row chunks bound the [rows, w, N] temporary
+            r2 = dy2[r0 : r0 + rows, None, :] + dx2[None, :, :]
+            u = tps_kernel(r2)
+            out[r0 : r0 + rows] = (u.reshape(-1, n) @ wk).reshape(-1, w, 2)
+        a = self.coef[n:].astype(np.float32)
+        map_x = out[..., 0] + (a[0, 0] + a[1, 0] * xn[None, :] + a[2, 0] * yn[:, None])
+        map_y = out[..., 1] + (a[0, 1] + a[1, 1] * xn[None, :] + a[2, 1] * yn[:, None])
+        return map_x, map_y
+
+    def to_arrays(self, max_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fixed-size arrays for the context store: ctrl [max,2], coef [max+3,2], norm [3]."""
+        n = self.n
+        ctrl = np.full((max_points, 2), np.nan, np.float64)
+        ctrl[:n] = self.ctrl
+        coef = np.zeros((max_points + 3, 2), np.float64)
+        coef[:n] = self.coef[:n]
+        coef[max_points:] = self.coef[n:]
+        norm = np.array([self.center[0], self.center[1], self.scale], np.float64)
+        return ctrl, coef, norm
+
+    @classmethod
+    def from_arrays(cls, ctrl: np.ndarray, coef: np.ndarray, norm: np.ndarray, n: int) -> TPS:
+        """Inverse of to_arrays for a spline with n control points."""
+        m = ctrl.shape[0]
+        c = np.concatenate([coef[:n], coef[m : m + 3]]).astype(np.float64)
+        return cls(ctrl=np.asarray(ctrl[:n], np.float64), coef=c,
+                   center=np.asarray(norm[:2], np.float64), scale=float(norm[2]))
+
+
+def _lattice(n: int, step: int) -> np.ndarray:
+    pos = np.arange(0, n, step)
+    if pos[-1] != n - 1:
+        pos = np.append(pos, n - 1)
+    return pos
+
+
+def _upsample(v: np.ndarray, lx: np.ndarray, ly: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Separable linear interpolation of lattice values v [len(ly), len(lx)] to [h, w]."""
+
+    def axis_weights(lat: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        x = np.arange(n)
+        if len(lat) == 1:
+            return np.zeros(n, np.intp), np.zeros(n, np.float32)
+        k = np.clip(np.searchsorted(lat, x, side="right") - 1, 0, len(lat) - 2)
+        t = (x - lat[k]) / (lat[k + 1] - lat[k])
+        return k, t.astype(np.float32)
+
+    kx, tx = axis_weights(lx, w)
+    ky, ty = axis_weights(ly, h)
+    kx1 = np.minimum(kx + 1, len(lx) - 1)
+    ky1 = np.minimum(ky + 1, len(ly) - 1)
+    rows = v[ky] * (1 - ty)[:, None] + v[ky1] * ty[:, None]
+    return rows[:, kx] * (1 - tx)[None, :] + rows[:, kx1] * tx[None, :]
+
+
+def fit_tps(src: np.ndarray, dst: np.ndarray, *, collinear_tol: float = 1e-3,
+            max_cond: float = 1e12) -> TPS:
+    """Fit the TPS with f(src_i) = dst_i. src, dst: [N,2] (x, y).
+
+    Raises TPSDegenerate for fewer than 3 points, non-finite input, coincident points,
+    collinear points (smallest/largest singular value of the centred points below
+    `collinear_tol`) or a system whose condition number exceeds `max_cond`.
+    """
+    src = np.asarray(src, np.float64).reshape(-1, 2)
+    dst = np.asarray(dst, np.float64).reshape(-1, 2)
+    n = len(src)
+    if n != len(dst):
+        raise ValueError(f"src has {n} points, dst {len(dst)}")
+    if n < 3:
+        raise TPSDegenerate(f"{n} control points (at least 3 are needed)")
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise TPSDegenerate("non-finite control points")
+    center = src.mean(axis=0)
+    centred = src - center
+    scale = float(np.sqrt((centred**2).sum(axis=1).mean()))
+    if scale == 0.0:
+        raise TPSDegenerate("all control points coincide")
+    q = centred / scale
+    sv = np.linalg.svd(q, compute_uv=False)
+    if sv[-1] < collinear_tol * sv[0]:
+        raise TPSDegenerate("control points are collinear")
+    r2 = ((q[:, None, :] - q[None, :, :]) ** 2).sum(-1)
+    if (r2 + np.eye(n) * 1.0).min() < 1e-12:
+        raise TPSDegenerate("two control points coincide")
+    lmat = np.zeros((n + 3, n + 3))
+    lmat[:n, :n] = tps_kernel(r2)
+    lmat[:n, n] = 1.0
+    lmat[:n, n + 1 :] = q
+    lmat[n, :n] = 1.0
+    lmat[n + 1 :, :n] = q.T
+    cond = np.linalg.cond(lmat)
+    if not np.isfinite(cond) or cond > max_cond:
+        raise TPSDegenerate(f"ill-conditioned system (condition number {cond:.3g})")
+    rhs = np.zeros((n + 3, 2))
+    rhs[:n] = dst
+    try:
+        coef = np.linalg.solve(lmat, rhs)
+    except np.linalg.LinAlgError as exc:  # pragma: no cover - caught by the cond test
+        raise TPSDegenerate(f"singular system ({exc})") from None
+    return TPS(ctrl=q, coef=coef, center=center, scale=scale)
