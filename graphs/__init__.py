@@ -24,7 +24,13 @@ from mirror import MirrorError
 from mirror.graphs.checkpoints import CheckpointError, apply_state_dict, read_state_dict, seeded
 
 __all__ = [
-    "GRAPHS", "CheckpointError", "GraphSpec", "TensorSpec", "example_inputs", "load", "spec",
+    "GRAPHS",
+    "CheckpointError",
+    "GraphSpec",
+    "TensorSpec",
+    "example_inputs",
+    "load",
+    "spec",
 ]
 
 HEIGHT, WIDTH = 256, 192

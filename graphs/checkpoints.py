@@ -46,10 +46,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 "checkpoints as data and will not run their code. Re-save it with "
                 "torch.save(model.state_dict(), path)"
             ) from None
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({reason}); expected a file written by torch.save") from None
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint ({reason}); expected a file written by torch.save"
+        ) from None
     except Exception as exc:  # torch.load raises many types on foreign bytes
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({reason}); expected a file written by torch.save") from None
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint ({reason}); expected a file written by torch.save"
+        ) from None
     return normalize_state_dict(obj, source=str(path))
 
 
@@ -83,7 +87,9 @@ def _listing(names: list[str]) -> str:
     return f"{len(names)}: {shown}{more}"
 
 
-def apply_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], graph: str, source: str = "checkpoint") -> None:
+def apply_state_dict(
+    module: nn.Module, state: Mapping[str, torch.Tensor], graph: str, source: str = "checkpoint"
+) -> None:
     """Load ``state`` into ``module`` strictly; one clear error lists every mismatch kind."""
     expected = module.state_dict()
     missing = sorted(k for k in expected if k not in state and not k.endswith("num_batches_tracked"))
@@ -102,7 +108,8 @@ def apply_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], graph
         problems.append(f"wrong-shape keys {_listing(wrong_shape)}")
     if problems:
         raise CheckpointError(
-            f"{source} does not fit graph '{graph}': " + "; ".join(problems)
+            f"{source} does not fit graph '{graph}': "
+            + "; ".join(problems)
             + f". Check that it is a {graph} checkpoint in the expected key layout"
         )
     with torch.no_grad():

@@ -36,7 +36,11 @@ def _is_grid_sample(node: torch.fx.Node) -> bool:
 
 def _branch_nodes(graph: torch.fx.Graph, path: str) -> set[torch.fx.Node]:
     prefix = path + "."
-    return {n for n in graph.nodes if n.op == "call_function" and (module_path(n) == path or module_path(n).startswith(prefix))}
+    return {
+        n
+        for n in graph.nodes
+        if n.op == "call_function" and (module_path(n) == path or module_path(n).startswith(prefix))
+    }
 
 
 def _composition(graph: torch.fx.Graph, branch: set[torch.fx.Node], path: str) -> torch.fx.Node:

@@ -1,0 +1,85 @@
+"""``mirror compile``: build, verify and report every artifact (see compiler/driver.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "export, transform, emit and verify LiteRT / Core ML / ONNX artifacts"
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _checkpoints(values: list[str] | None) -> dict[str, str] | None:
+    if not values:
+        return None
+    from mirror import MirrorError
+
+    out = {}
+    for v in values:
+        graph, sep, path = v.partition("=")
+        if not sep or not path:
+            raise MirrorError(f"--checkpoint takes GRAPH=PATH (e.g. warp=PFAFN_warp.pth); got {v!r}")
+        out[graph] = path
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML config (see README); flags override it")
+    parser.add_argument("--out", type=Path, help="output folder (default: build)")
+    parser.add_argument("--graphs", type=_csv, help="comma list of warp,gen,parser (default: warp,gen)")
+    parser.add_argument("--targets", type=_csv, help="comma list of tflite,coreml,onnx (default: all)")
+    parser.add_argument("--precisions", type=_csv, help="comma list of fp32,fp16,int8 (default: all)")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="GRAPH=PATH",
+        help="load real weights for a graph (repeatable); default: seeded weights",
+    )
+    parser.add_argument("--seed", type=int, help="seed for weights and validation inputs (default: 0)")
+    parser.add_argument(
+        "--model",
+        metavar="PKG.MODULE:FACTORY",
+        help="compile your own model: the factory returns (module, example_inputs)",
+    )
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_const",
+        const=False,
+        help="skip the stock litert-torch conversion used for comparison",
+    )
+    parser.add_argument(
+        "--gpu-check",
+        choices=("auto", "static", "delegate"),
+        help="GPU-delegate verification: real delegate when a Vulkan driver is found (auto)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from mirror.compiler.config import load_config
+    from mirror.compiler.driver import Progress, compile_all
+
+    config = load_config(
+        args.config,
+        out=args.out,
+        graphs=args.graphs,
+        targets=args.targets,
+        precisions=args.precisions,
+        checkpoints=_checkpoints(args.checkpoint),
+        seed=args.seed,
+        model=args.model,
+        baseline=args.baseline,
+        gpu_check=args.gpu_check,
+    )
+    progress = Progress()
+    data = compile_all(config, progress)
+    summary = data["summary"]
+    progress.log(f"wrote {config.out / 'report.json'} and {config.out / 'manifest.json'}")
+    for line in summary["emit_failed"] + summary["parity_failed"]:
+        progress.log(f"FAILED {line}")
+    verdict = "all parity checks passed" if summary["passed"] else "some checks FAILED"
+    progress.log(f"{summary['artifacts']} artifacts, {summary['parity_checks']} parity checks: {verdict}")
+    return 0 if summary["passed"] else 1

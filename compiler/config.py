@@ -1,0 +1,125 @@
+"""Compile configuration: embedded defaults, an optional TOML file, then CLI overrides.
+
+Example ``mirror.toml``::
+
+    out = "build"
+    graphs = ["warp", "gen"]              # add "parser" to compile the coarse parser too
+    targets = ["tflite", "coreml", "onnx"]
+    precisions = ["fp32", "fp16", "int8"]
+    seed = 0                              # seeded weights and validation inputs
+    baseline = true                       # also convert with stock litert-torch, for comparison
+
+    [graph.warp]
+    checkpoint = "PFAFN_warp_epoch_101_phif_pl_skip.pth"
+    size = [256, 192]
+    options = { align_corners = false }
+    pipeline = "divton-warp"
+
+    [graph.gen]
+    checkpoint = "PFAFN_gen_epoch_101_phif_pl_skip.pth"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mirror import MirrorError
+
+TARGETS = ("tflite", "coreml", "onnx")
+PRECISIONS = ("fp32", "fp16", "int8")
+KNOWN_GRAPHS = ("warp", "gen", "parser")
+# The warper is exported in its full PF-AFN form; the pipeline strips it to DIVTON.
+DEFAULT_PIPELINES = {"warp": "divton-warp", "gen": "default", "parser": "default"}
+
+
+@dataclass
+class GraphConfig:
+    name: str
+    checkpoint: Path | None = None
+    size: tuple[int, int] | None = None  # (H, W); None keeps the graph's own
+    options: dict[str, Any] = field(default_factory=dict)
+    pipeline: str = "default"
+
+
+@dataclass
+class CompileConfig:
+    out: Path = Path("build")
+    graphs: list[GraphConfig] = field(default_factory=list)
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))
+    precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))
+    seed: int = 0
+    baseline: bool = True
+    gpu_check: str = "auto"  # "auto": real delegate when a Vulkan driver is found, "static" otherwise
+    model: str | None = None  # "package.module:factory" for a user model
+
+
+def _check_choice(kind: str, values: list[str], allowed: tuple[str, ...]) -> list[str]:
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise MirrorError(f"unknown {kind} {', '.join(map(repr, bad))}; choose from {', '.join(allowed)}")
+    if not values:
+        raise MirrorError(f"no {kind}s selected; choose from {', '.join(allowed)}")
+    return list(dict.fromkeys(values))
+
+
+def _graph_config(name: str, table: dict[str, Any]) -> GraphConfig:
+    unknown = set(table) - {"checkpoint", "size", "options", "pipeline"}
+    if unknown:
+        raise MirrorError(f"[graph.{name}] has unknown keys {sorted(unknown)}; use checkpoint, size, options, pipeline")
+    size = table.get("size")
+    if size is not None and (len(size) != 2 or any(int(s) % 32 for s in size)):
+        raise MirrorError(f"[graph.{name}] size must be [H, W], both multiples of 32; got {size}")
+    checkpoint = table.get("checkpoint")
+    return GraphConfig(
+        name=name,
+        checkpoint=Path(checkpoint).expanduser() if checkpoint else None,
+        size=tuple(int(s) for s in size) if size else None,  # type: ignore[arg-type]
+        options=dict(table.get("options", {})),
+        pipeline=str(table.get("pipeline", DEFAULT_PIPELINES.get(name, "default"))),
+    )
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> CompileConfig:
+    """Defaults, then the TOML file at ``path`` (if any), then non-None ``overrides``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise MirrorError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise MirrorError(f"config file {path} is not valid TOML: {exc}") from None
+    known = {"out", "graphs", "targets", "precisions", "seed", "baseline", "gpu_check", "graph", "model"}
+    unknown = set(data) - known
+    if unknown:
+        raise MirrorError(f"config file {path} has unknown keys {sorted(unknown)}; known keys: {sorted(known)}")
+    for key, value in overrides.items():
+        if value is not None:
+            data[key] = value
+    tables = data.get("graph", {})
+    names = data.get("graphs") or (["warp", "gen"] if not data.get("model") else [])
+    if not data.get("model"):
+        names = _check_choice("graph", list(names), KNOWN_GRAPHS)
+    checkpoints = data.get("checkpoints") or {}
+    graphs = []
+    for name in names:
+        table = dict(tables.get(name, {}))
+        if name in checkpoints:
+            table["checkpoint"] = checkpoints[name]
+        graphs.append(_graph_config(name, table))
+    gpu_check = data.get("gpu_check", "auto")
+    if gpu_check not in ("auto", "static", "delegate"):
+        raise MirrorError(f"gpu_check must be auto, static or delegate; got {gpu_check!r}")
+    return CompileConfig(
+        out=Path(data.get("out", "build")),
+        graphs=graphs,
+        targets=_check_choice("target", list(data.get("targets", TARGETS)), TARGETS),
+        precisions=_check_choice("precision", list(data.get("precisions", PRECISIONS)), PRECISIONS),
+        seed=int(data.get("seed", 0)),
+        baseline=bool(data.get("baseline", True)),
+        gpu_check=gpu_check,
+        model=data.get("model"),
+    )

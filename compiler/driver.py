@@ -1,0 +1,256 @@
+"""The compile driver: export -> passes -> emit every target/precision -> validate -> report.
+
+    report = compile_all(load_config())
+
+Progress goes to stderr, one line per step with its time. Artifacts land in
+``config.out``; ``report.json`` and ``manifest.json`` are written last, atomically.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mirror import MirrorError, __version__
+from mirror.compiler.config import CompileConfig
+from mirror.compiler.models import CompileUnit, builtin_unit, run_reference, user_unit
+from mirror.passes.base import run_pipeline
+from mirror.targets.base import Artifact, sha256_of, size_of
+from mirror.validation import parity, report
+
+EMITTERS = {
+    "tflite": "mirror.targets.tflite:TFLiteEmitter",
+    "onnx": "mirror.targets.onnx:ONNXEmitter",
+    "coreml": "mirror.targets.coreml:CoreMLEmitter",
+}
+VALIDATION_SEED_OFFSET = 1000  # validation inputs never equal the export's example inputs
+
+
+class Progress:
+    """One line per step on stderr: ``[  12.3s] warp: export ... 7.7s``."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.start = time.perf_counter()
+
+    def log(self, message: str) -> None:
+        print(f"[{time.perf_counter() - self.start:7.1f}s] {message}", file=self.stream, flush=True)
+
+    @contextmanager
+    def step(self, message: str) -> Iterator[dict[str, Any]]:
+        t0 = time.perf_counter()
+        note: dict[str, Any] = {}
+        self.log(f"{message} ...")
+        yield note
+        extra = f" ({note['result']})" if note.get("result") else ""
+        self.log(f"{message} done in {time.perf_counter() - t0:.1f}s{extra}")
+
+
+def _emitter(target: str) -> Any:
+    module, _, cls = EMITTERS[target].partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def _numpy_inputs(unit: CompileUnit, inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
+    return {n: t.detach().float().numpy() for n, t in zip(unit.input_names, inputs, strict=True)}
+
+
+def _validate(
+    art: Artifact, runners: list[Any], feeds: dict[str, np.ndarray], want: dict[str, np.ndarray], unit: CompileUnit
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for runner in runners:
+        available = getattr(runner, "available", None)
+        if callable(available):
+            ok, why = _availability(runner)
+            if not ok:
+                results[runner.name] = {"skipped": why}
+                continue
+        try:
+            got = runner.run(feeds)
+            results[runner.name] = parity.compare(
+                got, want, art.precision, value_ranges=unit.value_ranges, psnr_output=unit.psnr_output
+            )
+        except MirrorError as exc:
+            results[runner.name] = {"passed": False, "error": str(exc)}
+    return results
+
+
+def _availability(runner: Any) -> tuple[bool, str]:
+    answer = runner.available()
+    if isinstance(answer, tuple):
+        return bool(answer[0]), str(answer[1])
+    return bool(answer), getattr(runner, "unavailable_reason", "runner unavailable on this platform")
+
+
+def _artifact_entry(art: Artifact, out: Path) -> dict[str, Any]:
+    return {
+        "graph": art.graph,
+        "target": art.target,
+        "precision": art.precision,
+        "path": str(art.path.relative_to(out)),
+        "bytes": size_of(art.path),
+        "sha256": sha256_of(art.path),
+        "info": art.info,
+    }
+
+
+def _baseline(unit: CompileUnit, out: Path, config: CompileConfig, progress: Progress) -> dict[str, Any]:
+    """The reference converted by stock litert-torch (no passes), and its delegate figures."""
+    from mirror.targets.gpu_delegate import verify_gpu_delegate
+    from mirror.targets.tflite import convert_stock
+
+    path = out / "baseline" / f"{unit.name}_stock_fp32.tflite"
+    with progress.step(f"{unit.name}: baseline (stock litert-torch)") as note:
+        convert_stock(unit.reference, unit.example_inputs, path)
+        gpu = verify_gpu_delegate(path, mode=config.gpu_check)
+        note["result"] = f"{gpu['ops_on_gpu']}/{gpu['ops_total']} ops on GPU, {gpu['partitions']} partitions"
+    return {
+        "graph": unit.name,
+        "path": str(path.relative_to(out)),
+        "bytes": size_of(path),
+        "gpu_delegate": _gpu_fields(gpu),
+    }
+
+
+def _gpu_fields(gpu: dict[str, Any]) -> dict[str, Any]:
+    keep = (
+        "ops_total",
+        "ops_on_gpu",
+        "ops_on_cpu",
+        "partitions",
+        "unsupported",
+        "fully_accelerated",
+        "verified_on",
+        "static",
+    )
+    return {k: gpu[k] for k in keep if k in gpu}
+
+
+def units_for(config: CompileConfig) -> list[CompileUnit]:
+    if config.model:
+        return [user_unit(config.model)]
+    return [builtin_unit(g, config.seed) for g in config.graphs]
+
+
+def compile_all(config: CompileConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the whole compile; returns the report (also written to ``config.out``)."""
+    progress = progress or Progress()
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    artifacts: list[dict[str, Any]] = []
+    pass_records: list[dict[str, Any]] = []
+    baselines: list[dict[str, Any]] = []
+    tensors: dict[str, dict[str, Any]] = {}
+    emitters = {t: _emitter(t) for t in config.targets}
+    for unit in units_for(config):
+        with progress.step(f"{unit.name}: torch.export"):
+            program = torch.export.export(unit.export_module, unit.example_inputs)
+        val_inputs = unit.inputs(config.seed + VALIDATION_SEED_OFFSET)
+        from mirror.passes.registry import PIPELINES
+
+        if unit.pipeline not in PIPELINES:
+            raise MirrorError(f"unknown pipeline {unit.pipeline!r}; known: {', '.join(PIPELINES)}")
+        with progress.step(f"{unit.name}: passes ({unit.pipeline})") as note:
+            program, records = run_pipeline(
+                program, PIPELINES[unit.pipeline], unit.name, reference=unit.reference, example_inputs=val_inputs
+            )
+            note["result"] = ", ".join(f"{r.name}: max abs {r.max_abs_vs_reference:.2g}" for r in records)
+        pass_records.extend(r.to_json() for r in records)
+        want = run_reference(unit, val_inputs)
+        feeds = _numpy_inputs(unit, val_inputs)
+        tensors[unit.name] = {
+            "inputs": {n: list(t.shape) for n, t in zip(unit.input_names, unit.example_inputs, strict=True)},
+            "outputs": {n: list(v.shape) for n, v in want.items()},
+        }
+        for target, emitter in emitters.items():
+            for precision in config.precisions:
+                label = f"{unit.name}: {target} {precision}"
+                try:
+                    with progress.step(f"{label}: emit"):
+                        art = emitter.emit(
+                            program,
+                            unit.name,
+                            precision,
+                            out,
+                            example_inputs=unit.example_inputs,
+                            input_names=unit.input_names,
+                            output_names=unit.output_names,
+                        )
+                except MirrorError as exc:
+                    progress.log(f"{label}: FAILED: {exc}")
+                    artifacts.append(
+                        {"graph": unit.name, "target": target, "precision": precision, "error": str(exc), "parity": {}}
+                    )
+                    continue
+                entry = _artifact_entry(art, out)
+                with progress.step(f"{label}: validate") as note:
+                    entry["parity"] = _validate(art, emitter.runners(art), feeds, want, unit)
+                    note["result"] = ", ".join(
+                        f"{r}: "
+                        + (
+                            "skipped"
+                            if p.get("skipped")
+                            else f"max {p['max_abs']:.2g} psnr {p['psnr_db']:.1f}dB {'ok' if p['passed'] else 'FAIL'}"
+                            if "max_abs" in p
+                            else "error"
+                        )
+                        for r, p in entry["parity"].items()
+                    )
+                if target == "tflite":
+                    from mirror.targets.gpu_delegate import verify_gpu_delegate
+
+                    with progress.step(f"{label}: GPU delegate check") as note:
+                        gpu = verify_gpu_delegate(art.path, mode=config.gpu_check)
+                        note["result"] = (
+                            f"{gpu['ops_on_gpu']}/{gpu['ops_total']} ops on GPU, "
+                            f"{gpu['partitions']} partition(s), {gpu['verified_on']}"
+                        )
+                    entry["gpu_delegate"] = _gpu_fields(gpu)
+                artifacts.append(entry)
+        if config.baseline and "tflite" in config.targets:
+            try:
+                baselines.append(_baseline(unit, out, config, progress))
+            except MirrorError as exc:
+                baselines.append({"graph": unit.name, "error": str(exc)})
+    summary = report.summarize([a for a in artifacts if "error" not in a])
+    summary["emit_failed"] = [
+        f"{a['graph']}/{a['target']}/{a['precision']}: {a['error']}" for a in artifacts if "error" in a
+    ]
+    summary["passed"] = summary["passed"] and not summary["emit_failed"]
+    summary["seconds"] = round(time.perf_counter() - t_start, 1)
+    data = {
+        "version": report.REPORT_VERSION,
+        "mirror": __version__,
+        "config": {
+            "graphs": [u for u in tensors],
+            "targets": config.targets,
+            "precisions": config.precisions,
+            "seed": config.seed,
+            "gpu_check": config.gpu_check,
+        },
+        "artifacts": artifacts,
+        "passes": pass_records,
+        "baseline": baselines,
+        "summary": summary,
+    }
+    report.write_json(out / "manifest.json", report.manifest([a for a in artifacts if "error" not in a], tensors))
+    report.write_json(out / "report.json", data)
+    return data
+
+
+def format_exception(exc: BaseException) -> str:
+    """One line for an unexpected failure, with where it happened."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{where}"
