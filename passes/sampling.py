@@ -60,11 +60,15 @@ def unnormalize(coord: torch.Tensor, size: int, align_corners: bool) -> torch.Te
 
 
 def _round_half_even(v: torch.Tensor) -> torch.Tensor:
-    """``torch.round`` from FLOOR/EQUAL/SELECT only (the GPU delegate has no ROUND)."""
-    r = torch.floor(v + 0.5)
-    tie = (r - v) == 0.5
-    odd = (r - 2 * torch.floor(r * 0.5)) == 1
-    return torch.where(tie & odd, r - 1, r)
+    """``torch.round`` from FLOOR/GREATER/EQUAL/SELECT (the GPU delegate has no ROUND).
+
+    Exact in any binary float: ``v - floor(v)`` is exact, whereas ``floor(v + 0.5)``
+    goes wrong in float16 once v >= 1024 (v + 0.5 itself rounds)."""
+    r = torch.floor(v)
+    d = v - r
+    odd = r - 2 * torch.floor(r * 0.5)  # 1.0 for odd r, 0.0 for even
+    up = torch.where(d == 0.5, odd, (d > 0.5).to(v.dtype))
+    return r + up
 
 
 def _clamp(v: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -157,7 +161,9 @@ def grid_sample_flat(
     table = _padded_nhwc(x, hp, wp).reshape(n * hp * wp, c)
     px, fx = _source_coords(grid[..., 0], w, mode, padding_mode, align_corners)
     py, fy = _source_coords(grid[..., 1], h, mode, padding_mode, align_corners)
-    base = py * wp + px + _batch_offsets(n, hp * wp, ho, wo, x)  # [N, Ho, Wo]
+    base = py * wp + px  # [N, Ho, Wo]
+    if n > 1:
+        base = base + _batch_offsets(n, hp * wp, ho, wo, x)
     p = n * ho * wo
     if k == 1:
         idx = base.reshape(p)
@@ -207,6 +213,13 @@ def _images_per_gather(n: int, h: int, w: int, mode: str) -> int:
     return 1
 
 
+def _cols(s: torch.Tensor, start: int, stop: int, step: int) -> torch.Tensor:
+    """``s[:, :, start:stop:step]``, skipping no-op slices (they export as aten.alias)."""
+    if start == 0 and stop >= s.shape[2] and step == 1:
+        return s
+    return s[:, :, start:stop:step]
+
+
 def _blocked_table(x: torch.Tensor, b: int, k: int) -> tuple[torch.Tensor, int, int]:
     """Table with one row per (image, padded row y, block xb): the k rows y..y+k-1 times
     the b+k-1 columns xb*b .. xb*b+b+k-2, pixel-major then channel. Returns the table,
@@ -216,10 +229,11 @@ def _blocked_table(x: torch.Tensor, b: int, k: int) -> tuple[torch.Tensor, int, 
     blocks = math.ceil((w + 2) / b)  # first taps lie in padded columns 0..w+1
     cols = blocks * b + k - 1
     s = _padded_nhwc(x, hp, cols)  # [N, Hp, cols, C]
-    main = s[:, :, : blocks * b, :].reshape(n * hp, blocks, b * c)
+    main = _cols(s, 0, blocks * b, 1).reshape(n * hp, blocks, b * c)
     parts = [main]
     for j in range(1, k):  # the k-1 columns past each block (the next block's first)
-        parts.append(s[:, :, b + j - 1 :: b, :][:, :, :blocks, :].reshape(n * hp, blocks, c))
+        extra = _cols(s, b + j - 1, b + j - 1 + (blocks - 1) * b + 1, b)
+        parts.append(extra.reshape(n * hp, blocks, c))
     blk = torch.cat(parts, dim=-1) if len(parts) > 1 else main  # [N*Hp, blocks, (b+k-1)C]
     rows = [blk[j : n * hp - k + 1 + j] for j in range(k)]
     table = torch.cat(rows, dim=-1) if k > 1 else blk
@@ -239,10 +253,15 @@ def _sample_blocked(x, grid, mode, padding_mode, align_corners, block):
 
     px, fx = _source_coords(grid[..., 0], w, mode, padding_mode, align_corners)
     py, fy = _source_coords(grid[..., 1], h, mode, padding_mode, align_corners)
-    xb = torch.floor(px * (1.0 / b))  # exact: b is a power of two
-    lx = px - xb * b  # column inside the block, 0..b-1
+    if b == 1:
+        xb, lx = px, torch.zeros_like(px)
+    else:
+        xb = torch.floor(px * (1.0 / b))  # exact: b is a power of two
+        lx = px - xb * b  # column inside the block, 0..b-1
     # Each partial sum is an integer <= 2048 (choose_block), so exact in float16.
-    idx = py * blocks + xb + _batch_offsets(n, hp * blocks, ho, wo, x)
+    idx = py * blocks + xb
+    if n > 1:
+        idx = idx + _batch_offsets(n, hp * blocks, ho, wo, x)
     rows = torch.index_select(table, 0, idx.reshape(p).to(torch.int32))
     rows = rows.reshape(p, k * width, c)
 
