@@ -2,13 +2,18 @@
 
     report = compile_all(load_config())
 
-Progress goes to stderr, one line per step with its time. Artifacts land in
-``config.out``; ``report.json`` and ``manifest.json`` are written last, atomically.
+Progress goes to stderr, one line per step with its time. Artifacts are built in a
+staging folder inside ``config.out`` and moved into place only when the whole compile
+finished; ``report.json`` and ``manifest.json`` are written last, atomically. A compile
+that stops on an error therefore leaves the previous build as it was and no partial
+artifact beside it.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
 import sys
 import time
 import traceback
@@ -92,31 +97,42 @@ def _availability(runner: Any) -> tuple[bool, str]:
     return bool(answer), getattr(runner, "unavailable_reason", "runner unavailable on this platform")
 
 
-def _artifact_entry(art: Artifact, out: Path) -> dict[str, Any]:
+def _relativize(value: Any, staging: Path) -> Any:
+    """Paths under the staging folder, as the report shows them: relative to the build."""
+    if isinstance(value, dict):
+        return {k: _relativize(v, staging) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relativize(v, staging) for v in value]
+    if isinstance(value, (str, Path)) and str(value).startswith(f"{staging}{os.sep}"):
+        return str(Path(value).relative_to(staging))
+    return value
+
+
+def _artifact_entry(art: Artifact, staging: Path) -> dict[str, Any]:
     return {
         "graph": art.graph,
         "target": art.target,
         "precision": art.precision,
-        "path": str(art.path.relative_to(out)),
+        "path": str(art.path.relative_to(staging)),
         "bytes": size_of(art.path),
         "sha256": sha256_of(art.path),
-        "info": art.info,
+        "info": _relativize(art.info, staging),
     }
 
 
-def _baseline(unit: CompileUnit, out: Path, config: CompileConfig, progress: Progress) -> dict[str, Any]:
+def _baseline(unit: CompileUnit, staging: Path, config: CompileConfig, progress: Progress) -> dict[str, Any]:
     """The reference converted by stock litert-torch (no passes), and its delegate figures."""
     from mirror.targets.gpu_delegate import verify_gpu_delegate
     from mirror.targets.tflite import convert_stock
 
-    path = out / "baseline" / f"{unit.name}_stock_fp32.tflite"
+    path = staging / "baseline" / f"{unit.name}_stock_fp32.tflite"
     with progress.step(f"{unit.name}: baseline (stock litert-torch)") as note:
         convert_stock(unit.reference, unit.example_inputs, path)
         gpu = verify_gpu_delegate(path, mode=config.gpu_check)
         note["result"] = f"{gpu['ops_on_gpu']}/{gpu['ops_total']} ops on GPU, {gpu['partitions']} partitions"
     return {
         "graph": unit.name,
-        "path": str(path.relative_to(out)),
+        "path": str(path.relative_to(staging)),
         "bytes": size_of(path),
         "gpu_delegate": _gpu_fields(gpu),
     }
@@ -142,11 +158,41 @@ def units_for(config: CompileConfig) -> list[CompileUnit]:
     return [builtin_unit(g, config.seed) for g in config.graphs]
 
 
+def _publish(staging: Path, out: Path) -> None:
+    """Move everything built in ``staging`` into ``out``, replacing older versions."""
+    for item in sorted(staging.rglob("*"), key=lambda p: len(p.parts)):
+        if not item.exists() or (item.is_dir() and not item.name.endswith(".mlpackage")):
+            continue
+        target = out / item.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 def compile_all(config: CompileConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Run the whole compile; returns the report (also written to ``config.out``)."""
     progress = progress or Progress()
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
+    staging = out / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        data = _compile(config, staging, progress)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _publish(staging, out)
+    report.write_json(
+        out / "manifest.json", report.manifest([a for a in data["artifacts"] if "error" not in a], data.pop("_tensors"))
+    )
+    report.write_json(out / "report.json", data)
+    return data
+
+
+def _compile(config: CompileConfig, out: Path, progress: Progress) -> dict[str, Any]:
     t_start = time.perf_counter()
     artifacts: list[dict[str, Any]] = []
     pass_records: list[dict[str, Any]] = []
@@ -244,8 +290,7 @@ def compile_all(config: CompileConfig, progress: Progress | None = None) -> dict
         "baseline": baselines,
         "summary": summary,
     }
-    report.write_json(out / "manifest.json", report.manifest([a for a in artifacts if "error" not in a], tensors))
-    report.write_json(out / "report.json", data)
+    data["_tensors"] = tensors
     return data
 
 

@@ -40,6 +40,7 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
         with os.fdopen(fd, "w") as fh:
             json.dump(_clean(data), fh, indent=2, sort_keys=False)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is for everyone to read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
