@@ -1,0 +1,91 @@
+"""mirror compile: configuration and bad input give one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from mirror import MirrorError
+from mirror.compiler import cli
+from mirror.compiler.config import load_config
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = cli.main(list(argv))
+    err = capsys.readouterr().err
+    return code, err
+
+
+def test_defaults():
+    config = load_config()
+    assert [g.name for g in config.graphs] == ["warp", "gen"]
+    assert config.targets == ["tflite", "coreml", "onnx"]
+    assert config.precisions == ["fp32", "fp16", "int8"]
+    assert str(config.out) == "build"
+    assert config.graphs[0].pipeline == "divton-warp" and config.graphs[1].pipeline == "default"
+
+
+def test_toml_then_overrides(tmp_path):
+    path = tmp_path / "mirror.toml"
+    path.write_text(
+        'out = "dist"\ngraphs = ["gen"]\nprecisions = ["fp16"]\n'
+        '[graph.gen]\ncheckpoint = "g.pth"\nsize = [128, 96]\n'
+    )
+    config = load_config(path, precisions=["fp32", "int8"])
+    assert str(config.out) == "dist"
+    assert config.precisions == ["fp32", "int8"]
+    (gen,) = config.graphs
+    assert gen.size == (128, 96) and str(gen.checkpoint) == "g.pth"
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("targets = ['tflite', 'tensorrt']", "unknown target 'tensorrt'"),
+        ("graphs = ['warper']", "unknown graph 'warper'"),
+        ("colour = 'red'", "unknown keys \\['colour'\\]"),
+        ("[graph.warp]\nsize = [250, 190]", "multiples of 32"),
+        ("[graph.warp]\nweights = 'x'", "unknown keys \\['weights'\\]"),
+        ("graphs = [", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_one_clear_error(tmp_path, text, match):
+    path = tmp_path / "mirror.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(MirrorError, match=match):
+        load_config(path)
+
+
+def test_cli_bad_target_exits_1_with_one_line(capsys, tmp_path):
+    code, err = run_cli(capsys, "compile", "--targets", "tflite,tensorrt", "--out", str(tmp_path / "b"))
+    assert code == 1
+    assert err.strip().count("\n") == 0
+    assert err.startswith("mirror: error: unknown target 'tensorrt'")
+    assert "Traceback" not in err
+
+
+def test_cli_missing_config_file(capsys, tmp_path):
+    code, err = run_cli(capsys, "compile", "--config", str(tmp_path / "nope.toml"))
+    assert code == 1 and "does not exist" in err
+
+
+def test_cli_bad_checkpoint_flag(capsys):
+    code, err = run_cli(capsys, "compile", "--checkpoint", "warp.pth")
+    assert code == 1 and "GRAPH=PATH" in err
+
+
+def test_cli_checkpoint_that_is_not_one_leaves_no_build(capsys, tmp_path):
+    bogus = tmp_path / "warp.pth"
+    bogus.write_text("not weights")
+    out = tmp_path / "build"
+    code, err = run_cli(capsys, "compile", "--graphs", "gen", "--checkpoint", f"gen={bogus}", "--out", str(out))
+    assert code == 1
+    assert "is not a PyTorch checkpoint" in err
+    assert not (out / "report.json").exists()
+    assert not any(p.is_file() for p in out.rglob("*")) if out.exists() else True
+
+
+def test_cli_bad_model_reference(capsys):
+    code, err = run_cli(capsys, "compile", "--model", "no_such_package.models:make")
+    assert code == 1 and "cannot import 'no_such_package.models'" in err
+    code, err = run_cli(capsys, "compile", "--model", "just_a_name")
+    assert code == 1 and "package.module:factory" in err
