@@ -7,9 +7,9 @@ centres at integer coordinates; taps outside the source read `border_value`
 (BORDER_CONSTANT); bicubic uses OpenCV's kernel (a = -0.75); nearest rounds half to
 even. Coordinates are used at full float precision (cv2 quantizes them to 1/32 px).
 
-Each filter tap is one flat gather for all output pixels (and all channels) at once;
-the separable weights carry each tap's inside/outside validity, so border pixels need
-no padded copy of the source.
+Each filter tap is one flat gather for all output pixels (and all channels) at once,
+from a copy of the source padded with the border value (see Source), so no tap needs a
+bounds check.
 """
 
 from __future__ import annotations
@@ -31,83 +31,83 @@ def _cubic_weights(t: np.ndarray) -> list[np.ndarray]:
     return [w0, w1, w2, w3]
 
 
-def _planar(src: np.ndarray) -> tuple[np.ndarray, int | None]:
-    """[H,W] or [H,W,C] -> ([C, H*W] float32, C or None)."""
-    if src.ndim == 2:
-        return src.reshape(1, -1).astype(np.float32, copy=False), None
-    if src.ndim == 3:
-        c = src.shape[2]
-        return np.ascontiguousarray(np.moveaxis(src, 2, 0)).reshape(c, -1).astype(
-            np.float32, copy=False), c
-    raise ValueError(f"expected an [H,W] or [H,W,C] image, got shape {src.shape}")
+_PAD = 4  # zero (border) margin: every tap of a clipped coordinate lands inside it
 
 
-def remap(src: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, interpolation: str = "bilinear",
-          border_value: float = 0.0) -> np.ndarray:
+class Source:
+    """An image prepared for repeated remapping: planar float32, padded with the border value.
+
+    Coordinates are clipped to [-2, size + 1] before sampling: there every tap of the
+    bicubic kernel reads the border margin only (weight 1 on a border pixel at integer
+    -2 or size+1), which is exactly BORDER_CONSTANT, and no tap needs a bounds check.
+    Preparing costs one copy of the image; replay prepares each keyframe output once.
+    """
+
+    def __init__(self, src: np.ndarray, border_value: float = 0.0) -> None:
+        if src.ndim not in (2, 3):
+            raise ValueError(f"expected an [H,W] or [H,W,C] image, got shape {src.shape}")
+        self.h, self.w = src.shape[:2]
+        self.channels = None if src.ndim == 2 else src.shape[2]
+        c = 1 if self.channels is None else self.channels
+        p = _PAD
+        planes = np.full((c, self.h + 2 * p, self.w + 2 * p), border_value, np.float32)
+        planes[:, p : p + self.h, p : p + self.w] = (
+            src[None] if self.channels is None else np.moveaxis(src, 2, 0))
+        self.stride = self.w + 2 * p
+        self.planes = planes.reshape(c, -1)
+
+
+def remap(src: np.ndarray | Source, map_x: np.ndarray, map_y: np.ndarray,
+          interpolation: str = "bilinear", border_value: float = 0.0) -> np.ndarray:
     """Sample `src` at (map_x, map_y). Returns float32 of shape map.shape (+ (C,) for colour).
 
-    interpolation: "nearest", "bilinear" or "bicubic".
+    interpolation: "nearest", "bilinear" or "bicubic". `src` may be a prepared Source
+    (its own border value then applies).
     """
     if map_x.shape != map_y.shape:
         raise ValueError(f"map_x {map_x.shape} and map_y {map_y.shape} differ in shape")
-    h, w = src.shape[:2]
-    planes, channels = _planar(src)
+    s = src if isinstance(src, Source) else Source(src, border_value)
+    p, stride = _PAD, s.stride
     mx = np.asarray(map_x, np.float32).reshape(-1)
     my = np.asarray(map_y, np.float32).reshape(-1)
-    finite = np.isfinite(mx) & np.isfinite(my)
-    mx = np.where(finite, mx, -1e6)
-    my = np.where(finite, my, -1e6)
+    if not (np.isfinite(mx).all() and np.isfinite(my).all()):
+        bad = ~(np.isfinite(mx) & np.isfinite(my))
+        mx = np.where(bad, -2.0, mx)
+        my = np.where(bad, -2.0, my)
+    # Clip far-away coordinates onto the border margin (see Source).
+    mx = np.clip(mx, -2.0, s.w + 1.0)
+    my = np.clip(my, -2.0, s.h + 1.0)
     if interpolation == "nearest":
-        ix = np.rint(mx)
-        iy = np.rint(my)
-        inside = (ix >= 0) & (ix <= w - 1) & (iy >= 0) & (iy <= h - 1)
-        idx = np.clip(iy, 0, h - 1).astype(np.intp) * w + np.clip(ix, 0, w - 1).astype(np.intp)
-        out = np.take(planes, idx, axis=1)
-        out = np.where(inside[None, :], out, np.float32(border_value))
-    else:
-        if interpolation == "bilinear":
-            offsets = (0, 1)
-        elif interpolation == "bicubic":
-            offsets = (-1, 0, 1, 2)
-        else:
-            raise ValueError(f"unknown interpolation {interpolation!r}")
+        idx = (np.rint(my).astype(np.intp) + p) * stride + (np.rint(mx).astype(np.intp) + p)
+        out = np.take(s.planes, idx, axis=1)
+    elif interpolation in ("bilinear", "bicubic"):
         fx = np.floor(mx)
         fy = np.floor(my)
         tx = mx - fx
         ty = my - fy
-        x0 = fx.astype(np.int64)
-        y0 = fy.astype(np.int64)
+        base = (fy.astype(np.intp) + p) * stride + (fx.astype(np.intp) + p)
         if interpolation == "bilinear":
+            offsets = (0, 1)
             wxs, wys = [1.0 - tx, tx], [1.0 - ty, ty]
         else:
+            offsets = (-1, 0, 1, 2)
             wxs, wys = _cubic_weights(tx), _cubic_weights(ty)
-        cols, rows = [], []
-        for k, o in enumerate(offsets):  # 2 or 4 taps per axis
-            xk = x0 + o
-            valid = (xk >= 0) & (xk < w)
-            wxs[k] = np.where(valid, wxs[k], 0.0).astype(np.float32)
-            cols.append(np.clip(xk, 0, w - 1))
-            yk = y0 + o
-            valid = (yk >= 0) & (yk < h)
-            wys[k] = np.where(valid, wys[k], 0.0).astype(np.float32)
-            rows.append(np.clip(yk, 0, h - 1) * w)
         out = None
-        wsum = None
-        for j in range(len(offsets)):
+        for j, oy in enumerate(offsets):  # 2 or 4 taps per axis, each a gather of all pixels
+            row = base + oy * stride
             acc = None
-            for k in range(len(offsets)):
-                term = np.take(planes, rows[j] + cols[k], axis=1) * wxs[k]
-                acc = term if acc is None else acc + term
+            for k, ox in enumerate(offsets):
+                term = np.take(s.planes, row + ox, axis=1)
+                term *= wxs[k]
+                acc = term if acc is None else acc.__iadd__(term)
             acc *= wys[j]
-            out = acc if out is None else out + acc
-        if border_value != 0.0:
-            wsum = sum(wxs) * sum(wys)
-            out = out + np.float32(border_value) * (1.0 - wsum)
-    out = out.astype(np.float32, copy=False)
+            out = acc if out is None else out.__iadd__(acc)
+    else:
+        raise ValueError(f"unknown interpolation {interpolation!r}")
     shape = map_x.shape
-    if channels is None:
+    if s.channels is None:
         return out.reshape(shape)
-    return np.moveaxis(out, 0, -1).reshape(*shape, channels)
+    return np.moveaxis(out, 0, -1).reshape(*shape, s.channels)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -127,10 +127,9 @@ def composite(frame: np.ndarray, patch: np.ndarray, mask: np.ndarray, x0: int, y
     xs, xe = max(0, x0), min(fw, x0 + pw)
     if ys >= ye or xs >= xe:
         return out
-    m = mask[ys - y0 : ye - y0, xs - x0 : xe - x0].astype(bool)
-    region = out[ys:ye, xs:xe]
+    m = mask[ys - y0 : ye - y0, xs - x0 : xe - x0].astype(bool, copy=False)
     src = patch[ys - y0 : ye - y0, xs - x0 : xe - x0]
     if src.dtype != out.dtype:
         src = to_uint8(src) if out.dtype == np.uint8 else src.astype(out.dtype)
-    region[m] = src[m]
+    np.copyto(out[ys:ye, xs:xe], src, where=m[..., None])
     return out

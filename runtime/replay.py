@@ -24,7 +24,7 @@ import numpy as np
 from mirror import MirrorError
 
 from .crop import DNN_H, DNN_W, box_pixels, from_dnn, to_dnn
-from .remap import composite, remap
+from .remap import Source, composite, remap
 from .store import ContextStore, open_store
 from .tps import TPS
 
@@ -73,7 +73,7 @@ def iter_replay(store: ContextStore | str | Path, dnn: TryOn, frames: Sequence[n
     if len(frames) != n:
         raise MirrorError(f"the context store was made from {n} frames, got {len(frames)}")
     fh, fw = store.frame_size
-    key = None  # (float32 [h,w,3] colour, bool [h,w] mask, x0, y0)
+    key = None  # (colour Source, mask Source, x0, y0) of the last keyframe output
     for t in range(n):
         frame = np.asarray(frames[t])
         if frame.shape != (fh, fw, 3) or frame.dtype != np.uint8:
@@ -84,8 +84,10 @@ def iter_replay(store: ContextStore | str | Path, dnn: TryOn, frames: Sequence[n
         if store["dnn"][t]:
             rgb, mask = _check_dnn_answer(t, dnn(keyframe_request(store, t, frame)))
             pad = store["paddings"][t]
-            key = (from_dnn(rgb, pad, bw, bh), from_dnn(mask, pad, bw, bh, nearest=True), x0, y0)
-            yield composite(frame, key[0], key[1], x0, y0)
+            colour = from_dnn(rgb, pad, bw, bh)
+            paste = from_dnn(mask, pad, bw, bh, nearest=True)
+            key = (Source(colour), Source(paste.astype(np.float32)), x0, y0)
+            yield composite(frame, colour, paste, x0, y0)
             continue
         n_pts = int(store["n_points"][t])
         spline = TPS.from_arrays(store["tps_ctrl"][t], store["tps_coef"][t], store["tps_norm"][t],
@@ -99,7 +101,7 @@ def iter_replay(store: ContextStore | str | Path, dnn: TryOn, frames: Sequence[n
         mx, my = spline.grid(xa, ya, xb - xa, yb - ya, step=grid_step)
         mx -= key[2]
         my -= key[3]
-        m = remap(key[1].astype(np.float32), mx, my, "nearest") > 0.5
+        m = remap(key[1], mx, my, "nearest") > 0.5
         patch = np.zeros((yb - ya, xb - xa, 3), np.float32)
         patch[m] = remap(key[0], mx[m], my[m], interpolation)
         yield composite(frame, patch, m, xa, ya)

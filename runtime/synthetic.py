@@ -9,11 +9,12 @@ Texture coordinates u move to frame coordinates by
 a translation a_t plus a smooth sinusoidal deformation. While A_t * 2 pi / L < 1 the
 map is invertible and W_t^-1 is found by fixed-point iteration (a contraction), so the
 ground-truth flow between any two frames, and the keyframe coordinates of every pixel,
-are known to ~1e-6 px. A scene cut switches to a different texture and position.
+are known to ~1e-6 px. A scene cut switches to a different texture, background and position.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,7 @@ class Motion:
     deform_amp: float = 4.0
     deform_ramp: float = 0.0  # added to deform_amp per frame
     deform_period: float = 60.0  # frames for one cycle of the deformation phase
-    wavelength: float = 320.0
+    wavelength: float = 480.0
     cut_at: int | None = None  # first frame of a different scene
 
 
@@ -60,7 +61,8 @@ class SyntheticClip:
             "amp": rng.uniform(0.5, 1.0, k) / np.sqrt(k) * 70.0,
             "colour": rng.uniform(0.6, 1.0, (k, 3)),
             "base": rng.uniform(100, 160, 3),
-            "shift": rng.uniform(-60, 60, 2),
+            "shift": rng.uniform(40, 80, 2) * rng.choice([-1.0, 1.0], 2),
+            "background": rng.uniform(20, 235, 3),
         }
 
     def _texture_image(self, scene: int) -> np.ndarray:
@@ -141,7 +143,7 @@ class SyntheticClip:
 
     def frame(self, t: int) -> np.ndarray:
         """Render frame t as RGB uint8 [H,W,3] (only the body's bounding box is shaded)."""
-        bg = np.array([200.0, 205.0, 210.0])
+        bg = np.array([200.0, 205.0, 210.0]) if not self._scene(t) else self._tex[1]["background"]
         out = np.empty((self.h, self.w, 3), np.uint8)
         out[:] = bg.astype(np.uint8)
         x0, y0, bw, bh = self.roi(t, pad=4.0)
@@ -160,3 +162,12 @@ class SyntheticClip:
 
     def frames(self, n: int) -> np.ndarray:
         return np.stack([self.frame(t) for t in range(n)])
+
+
+@functools.lru_cache(maxsize=8)
+def cached_clip(motion: Motion, n: int, seed: int = 0) -> tuple[SyntheticClip, np.ndarray]:
+    """(clip, its first n frames) memoized, so several checks can share one rendering."""
+    clip = SyntheticClip(motion=motion, seed=seed)
+    frames = clip.frames(n)
+    frames.setflags(write=False)
+    return clip, frames
