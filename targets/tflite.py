@@ -457,3 +457,16 @@ class LiteRTRunner:
         if not child.ok:
             raise LiteRTRunError(f"{self.name} on {self.path.name}: {child.error}", child)
         return child.outputs
+
+
+def convert_stock(module: Any, example_inputs: tuple[Any, ...], path: Path | str) -> Path:
+    """Plain litert-torch conversion of an eager module: no MIRROR passes, no legalization.
+
+    This is the baseline the compile report sets beside MIRROR's own artifacts.
+    """
+    lt = _quiet_litert_torch()
+    edge = lt.convert(module.eval(), tuple(example_inputs))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(bytes(edge.model_content()))
+    return path

@@ -1,0 +1,36 @@
+"""Small user models for end-to-end compile tests (``--model user_models:flow_warp``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FlowWarp(nn.Module):
+    """Predicts a flow from two images and warps the first by it: the shape of a
+    flow-warping model (optical flow, appearance flow, spatial transformer)."""
+
+    mirror_name = "flowwarp"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(6, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 2, 3, padding=1))
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, _, h, w = source.shape
+        offsets = torch.tanh(self.features(torch.cat([source, target], dim=1))) * 4  # up to 4 px
+        xs = torch.arange(w, dtype=source.dtype).view(1, 1, w).expand(1, h, w)
+        ys = torch.arange(h, dtype=source.dtype).view(1, h, 1).expand(1, h, w)
+        gx = (xs + offsets[:, 0]) * (2 / (w - 1)) - 1
+        gy = (ys + offsets[:, 1]) * (2 / (h - 1)) - 1
+        grid = torch.stack([gx, gy], dim=-1)
+        warped = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        return warped, offsets
+
+
+def flow_warp():
+    torch.manual_seed(0)
+    model = FlowWarp().eval()
+    example = (torch.rand(1, 3, 32, 24) * 2 - 1, torch.rand(1, 3, 32, 24) * 2 - 1)
+    return model, example, ["source", "target"], ["warped", "offsets"]
