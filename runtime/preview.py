@@ -1,11 +1,11 @@
 """VITOFF Preview: track the body through a video once and decide where DIVTON must run.
 
 For every frame (960x540 portrait RGB) Preview
-1. runs the parser if one is given (every frame) and, on a keyframe (frame 1, or when a trigger fired) takes the body box and keypoint
-   mask from the coarse parser (labels 1-4 box padded 20 px in x, 20 px above, 30 px
-   below; labels 2-4 dilated 3x3 three times as keypoint mask) or, without a parser,
-   from the user's region of interest (on later keyframes, the tracked box), and detects
-   up to 30 corners at least 20 px apart;
+1. runs the parser, if one is given (on every frame), and on a keyframe (frame 1, or
+   when a trigger fired) takes the body box and keypoint mask from it (labels 1-4 box
+   padded 20 px in x, 20 px above, 30 px below; labels 2-4 dilated 3x3 three times as
+   keypoint mask) or, without a parser, from the user's region of interest (on later
+   keyframes, the tracked box), and detects up to 30 corners at least 20 px apart;
 2. otherwise tracks the surviving keypoints from the previous frame with pyramidal LK,
    moves the box by their mean displacement, fits the TPS from current to keyframe
    points, and evaluates the WE (NCC) and KE triggers;
@@ -31,8 +31,7 @@ from .imgproc import rgb_to_gray
 from .keypoints import detect_keypoints, keypoint_mask_from_parsing, roi_mask
 from .lk import LKParams, track
 from .tps import TPSDegenerate, fit_tps
-from .triggers import (KE_THRESHOLD, box_lattice, calibrate_ncc_threshold, keypoint_error,
-                       warp_ncc)
+from .triggers import KE_THRESHOLD, box_lattice, calibrate_ncc_threshold, keypoint_error, warp_ncc
 from .video import FRAME_H, FRAME_W
 
 Parser = Callable[[np.ndarray], np.ndarray]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .remap import remap
+from .remap import Source, remap
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class SyntheticClip:
         # Ellipse centre and radii in texture coordinates.
         self.body = body or (width * 0.5, height * 0.45, width * 0.28, height * 0.25)
         self._tex = [self._texture(seed), self._texture(seed + 1000)]
-        self._images: dict[int, np.ndarray] = {}
+        self._images: dict[int, Source] = {}
         self._pad = 160
 
     @staticmethod
@@ -65,7 +65,7 @@ class SyntheticClip:
             "background": rng.uniform(20, 235, 3),
         }
 
-    def _texture_image(self, scene: int) -> np.ndarray:
+    def _texture_image(self, scene: int) -> Source:
         """The scene's texture sampled on the integer lattice of texture coordinates.
 
         Frames sample it bilinearly: the bilinear interpolant is itself a fixed continuous
@@ -79,7 +79,7 @@ class SyntheticClip:
             for k in range(len(tex["phase"])):  # one pass per cosine of the texture
                 wave = np.cos(xs * tex["f"][k, 0] + ys * tex["f"][k, 1] + tex["phase"][k])
                 rgb += (wave * tex["amp"][k])[..., None] * tex["colour"][k].astype(np.float32)
-            self._images[scene] = rgb
+            self._images[scene] = Source(rgb)
         return self._images[scene]
 
     def _scene(self, t: int) -> int:
@@ -99,15 +99,18 @@ class SyntheticClip:
     def forward(self, t: int, u: np.ndarray) -> np.ndarray:
         """W_t: texture coordinates [...,2] (x, y) -> frame t coordinates."""
         a, amp, ph = self.params(t)
-        cx, cy = self.body[0], self.body[1]
-        k = 2 * np.pi / self.m.wavelength
+        f = np.float32 if u.dtype == np.float32 else np.float64  # keep float32 input in float32
+        a = a.astype(f)
+        amp, ph, k = f(amp), f(ph), f(2 * np.pi / self.m.wavelength)
+        cx, cy = f(self.body[0]), f(self.body[1])
         dx = amp * np.sin(k * (u[..., 1] - cy) + ph)
-        dy = amp * np.sin(k * (u[..., 0] - cx) + 0.7 * ph)
+        dy = amp * np.sin(k * (u[..., 0] - cx) + f(0.7) * ph)
         return np.stack([u[..., 0] + a[0] + dx, u[..., 1] + a[1] + dy], axis=-1)
 
     def inverse(self, t: int, x: np.ndarray, tol: float = 1e-6, max_iter: int = 60) -> np.ndarray:
         """W_t^-1 by fixed-point iteration u <- x - a_t - d_t(u), to `tol` px."""
-        x = np.asarray(x, np.float64)
+        x = np.asarray(x)
+        x = x if x.dtype == np.float32 else x.astype(np.float64)
         u = x.copy()
         for _ in range(max_iter):  # iterations of a contraction, not a loop over pixels
             r = self.forward(t, u) - x
@@ -127,11 +130,12 @@ class SyntheticClip:
         return self._ellipse(u, erode) > 0.5
 
     def _ellipse(self, u: np.ndarray, erode: float = 0.0) -> np.ndarray:
-        cx, cy, rx, ry = self.body
+        f = np.float32 if u.dtype == np.float32 else np.float64
+        cx, cy, rx, ry = (f(v) for v in self.body)
         d = np.sqrt(((u[..., 0] - cx) / rx) ** 2 + ((u[..., 1] - cy) / ry) ** 2)
         # Signed distance to the rim, approximately in pixels.
-        sd = (1.0 - d) * min(rx, ry) - erode
-        return 1.0 / (1.0 + np.exp(-sd / 0.8))
+        sd = (f(1.0) - d) * min(rx, ry) - f(erode)
+        return f(1.0) / (f(1.0) + np.exp(np.minimum(-sd / f(0.8), f(60.0))))
 
     def roi(self, t: int = 0, pad: float = 0.0) -> tuple[int, int, int, int]:
         """Bounding box (x, y, w, h) of the body in frame t (before deformation), padded."""
@@ -151,13 +155,15 @@ class SyntheticClip:
         ya, yb = max(0, y0), min(self.h, y0 + bh + 1)
         if xa >= xb or ya >= yb:
             return out
-        ys, xs = np.mgrid[ya:yb, xa:xb].astype(np.float64)
-        u = self.inverse(t, np.stack([xs, ys], axis=-1))
+        # Rendering works in float32 (positions to 1e-4 px); ground-truth queries use float64.
+        ys, xs = np.mgrid[ya:yb, xa:xb].astype(np.float32)
+        u = self.inverse(t, np.stack([xs, ys], axis=-1), tol=1e-4)
         img = self._texture_image(self._scene(t))
         pad = self._pad
         rgb = remap(img, u[..., 0] + pad, u[..., 1] + pad, "bilinear")
         m = self._ellipse(u)[..., None]
-        out[ya:yb, xa:xb] = np.clip(np.rint(m * rgb + (1 - m) * bg), 0, 255).astype(np.uint8)
+        bg32 = bg.astype(np.float32)
+        out[ya:yb, xa:xb] = np.clip(np.rint(m * (rgb - bg32) + bg32), 0, 255).astype(np.uint8)
         return out
 
     def frames(self, n: int) -> np.ndarray:

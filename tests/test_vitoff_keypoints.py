@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from mirror.runtime.imgproc import dilate3x3
-from mirror.runtime.keypoints import (detect_keypoints, keypoint_mask_from_parsing,
-                                      min_eigen_response, roi_mask)
+from mirror.runtime.keypoints import detect_keypoints, keypoint_mask_from_parsing, min_eigen_response, roi_mask
 
 
 def _textured(seed: int, h: int = 220, w: int = 260) -> np.ndarray:
