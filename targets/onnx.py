@@ -51,6 +51,7 @@ import logging
 import os
 import tempfile
 import time
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,9 @@ class ONNXEmitter:
         self.ort_optimization = ort_optimization
         self.fp16_index_ops = fp16_index_ops
         self.check_determinism = check_determinism
+        # program -> {(names, opset, simplify): (fp32 model bytes, export info)}: emitting
+        # fp32, fp16 and int8 of one program exports it once.
+        self._exports: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # The Emitter protocol -------------------------------------------------------------
 
@@ -156,12 +160,13 @@ class ONNXEmitter:
         info: dict[str, Any] = {"opset": self.opset}
 
         model_bytes = self._build(
-            program, graph, precision, example_inputs, input_names, output_names, calibration, info
+            program, graph, precision, example_inputs, input_names, output_names, calibration, info,
+            use_cache=not self.check_determinism,
         )
         if self.check_determinism:
             again = self._build(
                 program, graph, precision, example_inputs, input_names, output_names,
-                calibration, {},
+                calibration, {}, use_cache=False,
             )
             info["deterministic"] = again == model_bytes
             info["determinism_basis"] = "measured: built twice in this process"
@@ -226,27 +231,27 @@ class ONNXEmitter:
         output_names: list[str],
         calibration: list[tuple[Any, ...]] | None,
         info: dict[str, Any],
+        *,
+        use_cache: bool = True,
     ) -> bytes:
         """The final model's bytes (not yet written anywhere)."""
         import onnx
 
-        t = time.perf_counter()
-        model = export_onnx(
-            program, example_inputs, input_names, output_names, opset=self.opset, graph=graph
-        )
-        info["export_s"] = round(time.perf_counter() - t, 3)
-
-        if self.simplify:
-            t = time.perf_counter()
-            model, error = simplify_onnx(model)
-            info["simplified"] = error is None
-            if error is not None:
-                info["simplify_error"] = error
-            info["simplify_s"] = round(time.perf_counter() - t, 3)
+        key = (tuple(input_names), tuple(output_names), self.opset, self.simplify)
+        try:
+            cached = self._exports.get(program, {}).get(key) if use_cache else None
+        except TypeError:  # not weak-referenceable
+            cached = None
+        if cached is not None:
+            model = onnx.load_from_string(cached[0])
+            info.update(cached[1], export_cached=True)
         else:
-            info["simplified"] = False
-            info["simplify_error"] = "disabled"
-        _check_names(model, input_names, output_names, graph, stage="export")
+            model = self._export_fp32(program, graph, example_inputs, input_names, output_names, info)
+            if use_cache:
+                with contextlib.suppress(TypeError):
+                    stats = {k: info[k] for k in ("export_s", "simplified", "simplify_error",
+                                                  "simplify_s") if k in info}
+                    self._exports.setdefault(program, {})[key] = (model.SerializeToString(), stats)
 
         t = time.perf_counter()
         if precision == "fp16":
@@ -288,6 +293,33 @@ class ONNXEmitter:
             ) from exc
         info["ops"] = dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
         return model.SerializeToString()
+
+    def _export_fp32(
+        self,
+        program: Any,
+        graph: str,
+        example_inputs: tuple[Any, ...],
+        input_names: list[str],
+        output_names: list[str],
+        info: dict[str, Any],
+    ) -> Any:
+        t = time.perf_counter()
+        model = export_onnx(
+            program, example_inputs, input_names, output_names, opset=self.opset, graph=graph
+        )
+        info["export_s"] = round(time.perf_counter() - t, 3)
+        if self.simplify:
+            t = time.perf_counter()
+            model, error = simplify_onnx(model)
+            info["simplified"] = error is None
+            if error is not None:
+                info["simplify_error"] = error
+            info["simplify_s"] = round(time.perf_counter() - t, 3)
+        else:
+            info["simplified"] = False
+            info["simplify_error"] = "disabled"
+        _check_names(model, input_names, output_names, graph, stage="export")
+        return model
 
 
 # --------------------------------------------------------------------------------------

@@ -279,11 +279,16 @@ def test_two_exports_are_byte_identical_across_processes(
     b = OnnxRuntimeRunner(tmp_path / "warp_fp16.ort").run(feeds)
     for n in OUT:
         np.testing.assert_array_equal(a[n], b[n])
-    # And in-process, measured by the emitter itself.
-    art = ONNXEmitter(check_determinism=True).emit(program, "warp", "fp32", tmp_path / "again",
-                                                   example_inputs=example, input_names=IN,
-                                                   output_names=OUT)
+
+
+@pytest.mark.slow
+def test_check_determinism_measures_and_export_is_cached(program, example, emitted, tmp_path):
+    assert emitted["fp16"].info.get("export_cached") is True  # fp32 was exported first
+    art = ONNXEmitter(check_determinism=True, ort_format=False).emit(
+        program, "warp", "fp32", tmp_path, example_inputs=example, input_names=IN, output_names=OUT)
     assert art.info["deterministic"] is True
+    assert art.info["determinism_basis"].startswith("measured")
+    assert "export_cached" not in art.info
     assert art.info["sha256"] == emitted["fp32"].info["sha256"]
 
 

@@ -1,0 +1,233 @@
+"""Core ML target: packages, deployment target, sampler lowering, fp32 index ops, compression,
+byte reproducibility, and an honest runner (no Core ML runtime off macOS)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("coremltools")
+
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from mirror import MirrorError  # noqa: E402
+from mirror.targets.coreml import (  # noqa: E402
+    NOT_RUN_REASON,
+    CoreMLEmitter,
+    CoreMLRunner,
+    coreml_op_dtypes,
+    coreml_op_summary,
+    coreml_package_info,
+)
+
+IN, OUT = ["person", "cloth"], ["warped"]
+H, W = 64, 48  # linear gather indices reach 3071 > 2048: not exact in fp16
+
+
+def _decomposed_grid_sample(img, grid):
+    """Bilinear, border padding, align_corners=False, written with plain index ops."""
+    n, c, h, w = img.shape
+    x = (((grid[..., 0] + 1) * w - 1) / 2).clamp(0, w - 1)
+    y = (((grid[..., 1] + 1) * h - 1) / 2).clamp(0, h - 1)
+    x0, y0 = torch.floor(x), torch.floor(y)
+    x1, y1 = torch.clamp(x0 + 1, max=w - 1), torch.clamp(y0 + 1, max=h - 1)
+    fx, fy = (x - x0).unsqueeze(1), (y - y0).unsqueeze(1)
+    flat = img.reshape(n, c, h * w)
+
+    def tap(yy, xx):
+        idx = (yy * w + xx).to(torch.int64).reshape(n, 1, -1).expand(n, c, -1)
+        return torch.gather(flat, 2, idx).reshape(n, c, *x.shape[1:])
+
+    return (tap(y0, x0) * (1 - fx) * (1 - fy) + tap(y0, x1) * fx * (1 - fy)
+            + tap(y1, x0) * (1 - fx) * fy + tap(y1, x1) * fx * fy)
+
+
+class Warp(nn.Module):
+    """Convs (one big enough to be compressed) predict a flow; a sampler warps the cloth."""
+
+    def __init__(self, decomposed: bool) -> None:
+        super().__init__()
+        self.decomposed = decomposed
+        self.c1 = nn.Conv2d(3, 64, 3, padding=1)
+        self.c2 = nn.Conv2d(64, 64, 3, padding=1)
+        self.c3 = nn.Conv2d(64, 2, 3, padding=1)
+
+    def forward(self, person, cloth):
+        h = torch.relu(self.c1(person)).detach()  # exports as aten.alias: must be dropped
+        flow = torch.tanh(self.c3(torch.relu(self.c2(h)))).permute(0, 2, 3, 1)
+        if self.decomposed:
+            return _decomposed_grid_sample(cloth, flow)
+        return F.grid_sample(cloth, flow, padding_mode="border", align_corners=False)
+
+
+@pytest.fixture(scope="module")
+def example():
+    g = torch.Generator().manual_seed(0)
+    return (torch.rand(1, 3, H, W, generator=g) * 2 - 1, torch.rand(1, 3, H, W, generator=g) * 2 - 1)
+
+
+@pytest.fixture(scope="module")
+def programs(example):
+    torch.manual_seed(0)
+    native = Warp(decomposed=False).eval()
+    decomposed = Warp(decomposed=True).eval()
+    decomposed.load_state_dict(native.state_dict())
+    with torch.no_grad():
+        assert (native(*example) - decomposed(*example)).abs().max() < 1e-4
+    return {
+        "resample": torch.export.export(native, example),
+        "decomposed": torch.export.export(decomposed, example),
+    }
+
+
+@pytest.fixture(scope="module")
+def packages(programs, example, tmp_path_factory):
+    out = tmp_path_factory.mktemp("coreml")
+    em = CoreMLEmitter()
+    arts = {}
+    arts["resample", "fp16"] = em.emit(programs["resample"], "native", "fp16", out,
+                                       example_inputs=example, input_names=IN, output_names=OUT,
+                                       sampler="resample")
+    for precision in ("fp16", "fp32", "int8", "palettize6"):
+        arts["decomposed", precision] = em.emit(programs["decomposed"], "warp", precision, out,
+                                                example_inputs=example, input_names=IN,
+                                                output_names=OUT, sampler="decomposed")
+    return arts
+
+
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_package_saved_with_ios16_target_and_float32_io(packages):
+    art = packages["decomposed", "fp16"]
+    assert art.path.name == "warp_fp16.mlpackage" and art.path.is_dir()
+    assert (art.path / "Manifest.json").exists()
+    info = coreml_package_info(art.path)
+    assert info["specification_version"] >= 7  # 7 = iOS16
+    assert info["minimum_deployment_target"] in ("iOS16", "iOS17", "iOS18", "iOS26")
+    assert [i["name"] for i in info["inputs"]] == IN
+    assert [o["name"] for o in info["outputs"]] == OUT
+    assert {f["dtype"] for f in info["inputs"] + info["outputs"]} == {"FLOAT32"}
+    assert art.info["spec_version"] == info["specification_version"]
+    # No leftover temporary folders next to the package.
+    assert not [p for p in art.path.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_sampler_lowering_shows_in_op_summary(packages):
+    native = coreml_op_summary(packages["resample", "fp16"].path)
+    decomposed = coreml_op_summary(packages["decomposed", "fp16"].path)
+    assert native.get("resample") == 1
+    assert "resample" not in decomposed
+    assert decomposed.get("gather_along_axis") == 4 and decomposed.get("floor") == 2
+    assert packages["resample", "fp16"].info["sampler"] == "resample"
+    assert packages["decomposed", "fp16"].info["sampler"] == "decomposed"
+
+
+@pytest.mark.slow
+def test_fp16_package_keeps_index_math_in_fp32(packages):
+    dtypes = coreml_op_dtypes(packages["decomposed", "fp16"].path)
+    assert dtypes["floor"] == {"float32": 2}
+    assert dtypes["conv"] == {"float16": 3}
+    assert set(dtypes["gather_along_axis"]) == {"float16"}  # the data path stays fp16
+    assert dtypes["clip"] == {"float32": 4}
+    kept = packages["decomposed", "fp16"].info["fp32_ops"]
+    assert any(k.startswith("floor") for k in kept)
+
+
+@pytest.mark.slow
+def test_fp32_ops_none_computes_indices_in_fp16(programs, example, tmp_path):
+    art = CoreMLEmitter(fp32_ops="none").emit(programs["decomposed"], "warp", "fp16", tmp_path,
+                                              example_inputs=example, input_names=IN,
+                                              output_names=OUT)
+    assert coreml_op_dtypes(art.path)["floor"] == {"float16": 2}
+
+
+@pytest.mark.slow
+def test_decomposed_request_rejects_grid_sample(programs, example, tmp_path):
+    with pytest.raises(MirrorError, match="gpu_grid_sample") as err:
+        CoreMLEmitter().emit(programs["resample"], "native", "fp16", tmp_path, example_inputs=example,
+                             input_names=IN, output_names=OUT, sampler="decomposed")
+    assert "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_compressed_packages_are_smaller(packages):
+    size = {p: packages["decomposed", p].info["size_bytes"] for p in ("fp32", "fp16", "int8", "palettize6")}
+    assert size["fp16"] < size["fp32"]
+    assert size["int8"] < size["fp16"]
+    assert size["palettize6"] < size["int8"]
+    assert "constexpr_affine_dequantize" in coreml_op_summary(packages["decomposed", "int8"].path)
+    assert "constexpr_lut_to_dense" in coreml_op_summary(packages["decomposed", "palettize6"].path)
+    assert coreml_op_dtypes(packages["decomposed", "fp32"].path)["conv"] == {"float32": 3}
+
+
+@pytest.mark.slow
+def test_packages_are_byte_identical_across_processes(packages, tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_coreml_target import Warp, IN, OUT, H, W
+        from mirror.targets.coreml import CoreMLEmitter
+        g = torch.Generator().manual_seed(0)
+        ex = (torch.rand(1, 3, H, W, generator=g) * 2 - 1, torch.rand(1, 3, H, W, generator=g) * 2 - 1)
+        torch.manual_seed(0)
+        m = Warp(decomposed=False).eval()
+        d = Warp(decomposed=True).eval()
+        d.load_state_dict(m.state_dict())
+        a = CoreMLEmitter().emit(torch.export.export(d, ex), "warp", "int8", {str(tmp_path)!r},
+                                 example_inputs=ex, input_names=IN, output_names=OUT)
+        print(a.info["sha256"])
+        """
+    )
+    env = dict(os.environ, PYTHONHASHSEED="4242")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split()[-1] == packages["decomposed", "int8"].info["sha256"]
+    assert packages["decomposed", "int8"].info["deterministic"] is True
+
+
+@pytest.mark.slow
+def test_not_reproducible_when_asked(programs, example, tmp_path):
+    """coremltools' own bytes differ per save (random manifest UUIDs)."""
+    em = CoreMLEmitter(reproducible=False)
+    a = em.emit(programs["resample"], "a", "fp32", tmp_path, example_inputs=example,
+                input_names=IN, output_names=OUT)
+    b = em.emit(programs["resample"], "a", "fp32", tmp_path / "again", example_inputs=example,
+                input_names=IN, output_names=OUT)
+    assert a.info["sha256"] != b.info["sha256"]
+    assert a.info["deterministic"] is False
+
+
+def test_runner_is_honest_about_macos_only(tmp_path):
+    runner = CoreMLRunner(tmp_path / "x.mlpackage")
+    assert runner.name == "coreml"
+    if platform.system() == "Darwin":
+        pytest.skip("Core ML prediction may be available here")
+    assert CoreMLRunner.available() is False
+    assert CoreMLRunner.reason().startswith(NOT_RUN_REASON)
+    with pytest.raises(MirrorError, match="macOS-only"):
+        runner.run({"person": np.zeros((1, 3, 4, 4), np.float32)})
+
+
+def test_bad_options_are_mirror_errors(tmp_path):
+    with pytest.raises(MirrorError, match="sampler"):
+        CoreMLEmitter(sampler="bicubic")
+    with pytest.raises(MirrorError, match="deployment target"):
+        CoreMLEmitter(minimum_deployment_target="iOS15")
+    with pytest.raises(MirrorError, match="precision"):
+        CoreMLEmitter().emit(None, "g", "int4", tmp_path, example_inputs=(), input_names=[],
+                             output_names=[])
