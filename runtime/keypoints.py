@@ -84,7 +84,7 @@ def _greedy_block(cand: np.ndarray, kept: np.ndarray, min_d2: float) -> np.ndarr
 
 def detect_keypoints(gray: np.ndarray, mask: np.ndarray, max_points: int = 30,
                      min_distance: float = 20.0, quality: float = 0.01,
-                     block: int = 512) -> np.ndarray:
+                     block: int = 64) -> np.ndarray:
     """Detect up to `max_points` corners inside `mask`, at least `min_distance` px apart.
 
     gray: [H,W] intensities in [0,255]; mask: [H,W] bool. Returns [N,2] float32 (x, y),

@@ -111,6 +111,7 @@ class Preview:
         self.frame_size = frame_size
         self._rows: list[dict] = []
         self._t = 0
+        self._lk_cache: dict = {}
 
     # -- keyframes -----------------------------------------------------------------------
     def _parse(self, frame: np.ndarray, timings: dict) -> np.ndarray | None:
@@ -181,7 +182,7 @@ class Preview:
         else:
             st = self._state
             t0 = time.perf_counter()
-            new, ok = track(self._prev_gray, gray, st["pts"], cfg.lk)
+            new, ok = track(self._prev_gray, gray, st["pts"], cfg.lk, self._lk_cache)
             if ok.any():
                 st["box"] = st["box"] + np.r_[(new[ok] - st["pts"][ok]).mean(axis=0), 0.0, 0.0]
             st["pts"], st["key_pts"] = new[ok].astype(np.float64), st["key_pts"][ok]

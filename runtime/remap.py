@@ -127,9 +127,18 @@ def composite(frame: np.ndarray, patch: np.ndarray, mask: np.ndarray, x0: int, y
     xs, xe = max(0, x0), min(fw, x0 + pw)
     if ys >= ye or xs >= xe:
         return out
-    m = mask[ys - y0 : ye - y0, xs - x0 : xe - x0].astype(bool, copy=False)
+    m = np.ascontiguousarray(mask[ys - y0 : ye - y0, xs - x0 : xe - x0], dtype=bool)
     src = patch[ys - y0 : ye - y0, xs - x0 : xe - x0]
     if src.dtype != out.dtype:
         src = to_uint8(src) if out.dtype == np.uint8 else src.astype(out.dtype)
-    np.copyto(out[ys:ye, xs:xe], src, where=m[..., None])
+    region = out[ys:ye, xs:xe]
+    if out.dtype == np.uint8:
+        # Branch-free select on bytes: region ^= (region ^ src) & (0xFF where masked).
+        # Several times faster than a masked copy or boolean indexing in numpy.
+        sel = m.view(np.uint8) * np.uint8(255)
+        diff = np.bitwise_xor(region, src)
+        diff &= sel[..., None] if region.ndim == 3 else sel
+        region ^= diff
+    else:
+        np.copyto(region, src, where=m[..., None] if region.ndim == 3 else m)
     return out

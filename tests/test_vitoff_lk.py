@@ -84,3 +84,20 @@ def test_empty_input_and_parameters() -> None:
     assert new.shape == (0, 2) and ok.shape == (0,)
     assert LKParams().window == 15 and LKParams().levels == 3
     assert LKParams().iterations == 10 and LKParams().eps == 0.03
+
+
+def test_pyramid_cache_gives_identical_results() -> None:
+    clip, frames = cached_clip(MODERATE, 100)
+    grays = [rgb_to_gray(f) for f in frames[:6]]
+    pts = detect_keypoints(grays[0], roi_mask(grays[0].shape, clip.roi(0))).astype(np.float64)
+    cache: dict = {}
+    a = b = pts
+    hits = 0
+    for t in range(1, 6):
+        reused = cache.get("frame") is grays[t - 1]
+        na, oka = track(grays[t - 1], grays[t], a, cache=cache)
+        nb, okb = track(grays[t - 1], grays[t], b)
+        hits += reused
+        assert np.array_equal(na, nb) and np.array_equal(oka, okb)
+        a = b = na.astype(np.float64)
+    assert hits >= 1  # the cache was actually consulted
