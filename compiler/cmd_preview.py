@@ -59,20 +59,20 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     from mirror.runtime.preview import run_preview
     from mirror.runtime.store import write_store
-    from mirror.runtime.video import fit_to_portrait, read_video
+    from mirror.runtime.video import Y4MReader, load_frames, open_video
 
     if args.roi is None:
         raise MirrorError("--roi x,y,w,h is required: no human parser checkpoint is available "
                           "to find the torso and arms")
     roi_src = parse_roi(args.roi)
     t0 = time.perf_counter()
-    raw = read_video(args.video)
-    t_src, h_src, w_src = raw.shape[:3]
+    clip = open_video(args.video)  # validates the file before any decoding
+    h_src, w_src = (clip.height, clip.width) if isinstance(clip, Y4MReader) else clip.shape[1:3]
     x, y, w, h = roi_src
     if x >= w_src or y >= h_src or x + w <= 0 or y + h <= 0:
         raise MirrorError(f"--roi {args.roi} lies outside the {w_src}x{h_src} video")
-    frames, place = fit_to_portrait(raw)
-    del raw
+    frames, place = load_frames(args.video)
+    t_src = len(frames)
     decode_ms = (time.perf_counter() - t0) * 1e3
     cx, cy = place.to_canvas(x, y)
     roi = (cx, cy, w * place.scale, h * place.scale)

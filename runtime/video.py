@@ -16,6 +16,9 @@ frames. Frames that are already 540x960 pass through untouched.
 
 from __future__ import annotations
 
+import mmap
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,65 +87,94 @@ _SUBSAMPLING = {  # colourspace tag -> (chroma x divisor, chroma y divisor), Non
 }
 
 
+class Y4MReader:
+    """An 8-bit YUV4MPEG2 file, memory-mapped: frames decode one at a time.
+
+    Opening parses the stream header and locates every FRAME (one step per frame, never
+    per pixel), so a truncated or corrupt file is refused before any work is done.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        self.path = path
+        try:
+            self._fh = open(path, "rb")
+            size = os.fstat(self._fh.fileno()).st_size
+            data = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        except (OSError, ValueError) as exc:
+            raise MirrorError(f"cannot read video '{path}': {getattr(exc, 'strerror', None) or exc}") from None
+        self._data = data
+        nl = data.find(b"\n", 0, 4096)
+        if data[:9] != b"YUV4MPEG2" or nl < 0:
+            raise MirrorError(f"'{path}' is not a YUV4MPEG2 file (no 'YUV4MPEG2' header)")
+        fields = bytes(data[:nl]).decode("ascii", "replace").split()[1:]
+        params = {f[0]: f[1:] for f in fields if f}
+        try:
+            width, height = int(params["W"]), int(params["H"])
+        except (KeyError, ValueError):
+            raise MirrorError(f"'{path}': YUV4MPEG2 header lacks a valid W/H size") from None
+        if width <= 0 or height <= 0:
+            raise MirrorError(f"'{path}': YUV4MPEG2 frame size {width}x{height} is invalid")
+        cs = params.get("C", "420jpeg")
+        if cs not in _SUBSAMPLING:
+            raise MirrorError(f"'{path}': YUV4MPEG2 colourspace C{cs} is not supported "
+                              f"(8-bit 420jpeg/420paldv/420mpeg2/420/422/444/mono are); "
+                              "re-encode with `ffmpeg -i in.y4m -pix_fmt yuv420p out.y4m`")
+        interlace = params.get("I", "p")
+        if interlace not in ("p", "?"):
+            raise MirrorError(f"'{path}': interlaced YUV4MPEG2 (I{interlace}) is not supported")
+        self.width, self.height = width, height
+        self.full_range = any(f.upper() == "XCOLORRANGE=FULL" for f in fields)
+        self.sub = _SUBSAMPLING[cs]
+        self.ysize = width * height
+        cw, ch = (0, 0) if self.sub is None else (-(-width // self.sub[0]), -(-height // self.sub[1]))
+        self.cw, self.ch = cw, ch
+        frame_bytes = self.ysize + 2 * cw * ch
+        self.frame_bytes = frame_bytes
+        offsets = []
+        pos = nl + 1
+        n = len(data)
+        while pos < n:  # one iteration per frame header, never per pixel
+            fnl = data.find(b"\n", pos, pos + 1024)
+            if data[pos : pos + 5] != b"FRAME" or fnl < 0:
+                raise MirrorError(f"'{path}': corrupt YUV4MPEG2 stream (no FRAME header at byte {pos})")
+            start = fnl + 1
+            if start + frame_bytes > n:
+                raise MirrorError(f"'{path}' is truncated: frame {len(offsets) + 1} has "
+                                  f"{n - start} of {frame_bytes} bytes")
+            offsets.append(start)
+            pos = start + frame_bytes
+        if not offsets:
+            raise MirrorError(f"'{path}' holds no frames")
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def frame(self, k: int) -> np.ndarray:
+        """Frame k as RGB uint8 [H,W,3]."""
+        raw = np.frombuffer(self._data, np.uint8, self.frame_bytes, self.offsets[k])
+        h, w, ys = self.height, self.width, self.ysize
+        y = raw[:ys].reshape(h, w)
+        if self.sub is None:
+            u = v = np.full_like(y, 128)
+        else:
+            sx, sy = self.sub
+            cs = self.cw * self.ch
+            u = raw[ys : ys + cs].reshape(self.ch, self.cw)
+            v = raw[ys + cs :].reshape(self.ch, self.cw)
+            u = np.repeat(np.repeat(u, sy, axis=0), sx, axis=1)[:h, :w]
+            v = np.repeat(np.repeat(v, sy, axis=0), sx, axis=1)[:h, :w]
+        return _yuv_to_rgb(y, u, v, self.full_range)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for k in range(len(self)):
+            yield self.frame(k)
+
+
 def read_y4m(path: str | Path) -> np.ndarray:
-    """Decode an 8-bit YUV4MPEG2 file to RGB uint8 [T,H,W,3]."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise MirrorError(f"cannot read video '{path}': {exc.strerror or exc}") from None
-    nl = data.find(b"\n")
-    if not data.startswith(b"YUV4MPEG2") or nl < 0:
-        raise MirrorError(f"'{path}' is not a YUV4MPEG2 file (no 'YUV4MPEG2' header)")
-    fields = data[:nl].decode("ascii", "replace").split()[1:]
-    params = {f[0]: f[1:] for f in fields if f}
-    try:
-        width, height = int(params["W"]), int(params["H"])
-    except (KeyError, ValueError):
-        raise MirrorError(f"'{path}': YUV4MPEG2 header lacks a valid W/H size") from None
-    if width <= 0 or height <= 0:
-        raise MirrorError(f"'{path}': YUV4MPEG2 frame size {width}x{height} is invalid")
-    cs = params.get("C", "420jpeg")
-    if cs not in _SUBSAMPLING:
-        raise MirrorError(f"'{path}': YUV4MPEG2 colourspace C{cs} is not supported "
-                          f"(8-bit 420jpeg/420paldv/420mpeg2/420/422/444/mono are); "
-                          "re-encode with `ffmpeg -i in.y4m -pix_fmt yuv420p out.y4m`")
-    interlace = params.get("I", "p")
-    if interlace not in ("p", "?"):
-        raise MirrorError(f"'{path}': interlaced YUV4MPEG2 (I{interlace}) is not supported")
-    full_range = any(f.upper() == "XCOLORRANGE=FULL" for f in fields)
-    sub = _SUBSAMPLING[cs]
-    ysize = width * height
-    if sub is None:
-        cw = ch = 0
-    else:
-        cw, ch = -(-width // sub[0]), -(-height // sub[1])
-    frame_bytes = ysize + 2 * cw * ch
-    frames = []
-    pos = nl + 1
-    while pos < len(data):  # one iteration per frame header, never per pixel
-        fnl = data.find(b"\n", pos, pos + 1024)
-        if not data.startswith(b"FRAME", pos) or fnl < 0:
-            raise MirrorError(f"'{path}': corrupt YUV4MPEG2 stream (no FRAME header at byte {pos})")
-        start = fnl + 1
-        if start + frame_bytes > len(data):
-            raise MirrorError(f"'{path}' is truncated: frame {len(frames) + 1} has "
-                              f"{len(data) - start} of {frame_bytes} bytes")
-        frames.append(np.frombuffer(data, np.uint8, frame_bytes, start))
-        pos = start + frame_bytes
-    if not frames:
-        raise MirrorError(f"'{path}' holds no frames")
-    raw = np.stack(frames)
-    t = len(frames)
-    y = raw[:, :ysize].reshape(t, height, width)
-    if sub is None:
-        u = v = np.full_like(y, 128)
-    else:
-        u = raw[:, ysize : ysize + cw * ch].reshape(t, ch, cw)
-        v = raw[:, ysize + cw * ch :].reshape(t, ch, cw)
-        u = np.repeat(np.repeat(u, sub[1], axis=1), sub[0], axis=2)[:, :height, :width]
-        v = np.repeat(np.repeat(v, sub[1], axis=1), sub[0], axis=2)[:, :height, :width]
-    return _yuv_to_rgb(y, u, v, full_range)
+    """Decode a whole 8-bit YUV4MPEG2 file to RGB uint8 [T,H,W,3]."""
+    return np.stack(list(Y4MReader(path)))
 
 
 def write_y4m(path: str | Path, frames: np.ndarray, colorspace: str = "420jpeg", fps: int = 30) -> None:
@@ -171,17 +203,20 @@ def write_y4m(path: str | Path, frames: np.ndarray, colorspace: str = "420jpeg",
             fh.write(payload[k].tobytes())
 
 
-def read_video(path: str | Path) -> np.ndarray:
-    """Read a .y4m or .npy clip as RGB uint8 [T,H,W,3]; anything else is a MirrorError."""
+def open_video(path: str | Path) -> Y4MReader | np.ndarray:
+    """A .y4m (decoded lazily, frame by frame) or .npy clip; anything else is a MirrorError.
+
+    The result supports len() and iteration over RGB uint8 [H,W,3] frames.
+    """
     path = Path(path)
     ext = path.suffix.lower()
     if not path.exists():
         raise MirrorError(f"video '{path}' does not exist")
     if ext == ".y4m":
-        return read_y4m(path)
+        return Y4MReader(path)
     if ext == ".npy":
         try:
-            arr = np.load(path, allow_pickle=False)
+            arr = np.load(path, allow_pickle=False, mmap_mode="r")
         except (ValueError, OSError) as exc:
             raise MirrorError(f"cannot read '{path}' as a numpy array: {exc}") from None
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3 or arr.shape[0] == 0:
@@ -190,6 +225,27 @@ def read_video(path: str | Path) -> np.ndarray:
         return arr
     raise MirrorError(f"unsupported video format '{ext or path.name}': only .y4m and .npy are read; "
                       + _FFMPEG_HINT)
+
+
+def read_video(path: str | Path) -> np.ndarray:
+    """Read a whole .y4m or .npy clip as RGB uint8 [T,H,W,3]."""
+    clip = open_video(path)
+    return np.asarray(clip) if isinstance(clip, np.ndarray) else np.stack(list(clip))
+
+
+def load_frames(path: str | Path, height: int = FRAME_H,
+                width: int = FRAME_W) -> tuple[np.ndarray, Placement]:
+    """Read a clip straight onto the processing canvas, one frame in memory at a time.
+
+    Returns uint8 [T, height, width, 3] and the Placement of the source on the canvas.
+    """
+    clip = open_video(path)
+    first = np.asarray(clip[0] if isinstance(clip, np.ndarray) else clip.frame(0))
+    _, place = fit_to_portrait(first[None], height, width)
+    out = np.empty((len(clip), height, width, 3), np.uint8)
+    for k, frame in enumerate(clip):  # one frame at a time bounds memory for long videos
+        out[k] = fit_to_portrait(np.asarray(frame)[None], height, width)[0][0]
+    return out, place
 
 
 def fit_to_portrait(frames: np.ndarray, height: int = FRAME_H,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mirror import MirrorError
-from mirror.runtime.video import fit_to_portrait, read_video, read_y4m, write_y4m
+from mirror.runtime.video import Y4MReader, fit_to_portrait, load_frames, read_video, read_y4m, write_y4m
 
 
 def _smooth_rgb(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -97,3 +97,14 @@ def test_fit_to_portrait_keeps_aspect_and_maps_coordinates() -> None:
     assert place.to_canvas(0, 0) == (0.0, top)
     same, place = fit_to_portrait(np.zeros((2, 960, 540, 3), np.uint8))
     assert place.scale == 1.0 and same.shape == (2, 960, 540, 3)
+
+
+def test_streaming_load_equals_whole_clip_fit(tmp_path: Path) -> None:
+    frames = _smooth_rgb(3, 48, 27, seed=4)  # 9:16, scaled up 20x onto the canvas
+    write_y4m(tmp_path / "s.y4m", np.ascontiguousarray(frames[:, :, :26]), colorspace="444")
+    whole = read_video(tmp_path / "s.y4m")
+    streamed, place = load_frames(tmp_path / "s.y4m")
+    fitted, place2 = fit_to_portrait(whole)
+    assert np.array_equal(streamed, fitted) and place == place2
+    reader = Y4MReader(tmp_path / "s.y4m")
+    assert len(reader) == 3 and np.array_equal(reader.frame(2), whole[2])
