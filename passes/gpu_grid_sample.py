@@ -5,37 +5,63 @@ arithmetic, none of which LiteRT's GPU delegate accepts, so each call splits the
 into CPU and GPU partitions. This pass replaces every ``aten.grid_sampler`` /
 ``aten.grid_sampler_2d`` (bilinear or nearest; zeros or border padding; either
 ``align_corners``) with the plain-torch sampler of ``passes/sampling.py``. The result
-holds only standard aten ops (pad, permute, reshape, slice, cat, floor, clamp, eq,
-where, arange, index_select with a 1-D int32 index, bmm), so the one transformed program
-feeds every target: ONNX and Core ML take it as is, and ``targets/tflite_ops.
-legalize_for_litert`` turns each ``index_select`` into a GATHER v1 for LiteRT. After
-that, the LiteRT model has no tensor of rank >= 5, no GATHER_ND and no int32 tensor
-except the index between CAST and GATHER.
+holds only standard aten ops (pad, permute, reshape, slice, cat, floor, clamp, gt, eq,
+where, arange, index_select with a 1-D int32 index, mul, sum), so the one transformed
+program feeds every target: ONNX and Core ML take it as is, and
+``targets/tflite_ops.legalize_for_litert`` turns each ``index_select`` into a GATHER v1
+for LiteRT. The LiteRT model then holds only PAD, TRANSPOSE, RESHAPE, SLICE,
+STRIDED_SLICE, CONCATENATION, ADD, SUB, MUL, SUM, FLOOR, MINIMUM, GREATER, EQUAL,
+SELECT(_V2), CAST and GATHER v1: no tensor of rank >= 5, no GATHER_ND, no
+int32 tensor except the index between CAST and GATHER, and it runs fully on the real
+GPU delegate.
 
 Lowerings (option ``lowering``):
 
 ``"fp16_exact"`` (default)
     Every integer in the index arithmetic stays <= 2048, so the sampler reads the right
-    pixels when the phone's GPU computes in float16, as the LiteRT GPU delegate does by
-    default and as a Core ML fp16 package does. The source is read in blocks of B
-    columns (B the smallest power of two with at most 2048 blocks, 32 at 256x192) and the
-    taps are picked inside the block with a one-hot row. Cost: each output point reads
-    2*(B+1) pixels instead of 4.
+    pixels when the GPU computes in float16, as LiteRT's GPU delegate does by default on
+    phones and as a Core ML fp16 package does. The source is read in blocks of B columns
+    (B the smallest power of two with at most 2048 blocks: 32 at 256x192, 8 at 128x96, 1
+    up to ~44x44) and the taps are picked inside the block with a one-hot row. Each
+    output point reads 2*(B+1) pixels instead of 4.
 
 ``"flat"``
     One row per source pixel, 4 taps per output point: the cheapest graph, but its row
-    index (up to ~49 k at 256x192) is exact only in float32. Use it for artifacts that
-    run in float32 (LiteRT CPU, ONNX Runtime, an fp32 Core ML package, or a GPU delegate
-    forced to fp32 with ``enforce_f32`` / ``precision_loss_allowed=false``).
+    index (up to ~50 k at 256x192) is exact only in float32; in float16 about 75 % of the
+    output points at 256x192 read a wrong pixel. Use it for artifacts that run in float32:
+    LiteRT on the CPU (XNNPACK), ONNX Runtime, an fp32 Core ML package, or a GPU delegate
+    forced to fp32.
 
-Why fp16_exact is the default: a transformed program is shared by all targets, and the
-targets that matter for the product (LiteRT GPU, Core ML on the Neural Engine/GPU) run in
-float16 unless told otherwise. There the flat index is wrong by up to 16 pixels at
-256x192, silently. The extra reads cost time (benchmarks/grid_sample_lowerings.py
-measures both on LiteRT's CPU interpreter) but never correctness. LiteRT's native
-``Resampler`` custom op would be cheapest on the GPU, but the CPU interpreter has no
-kernel for it, so the artifact could not be verified or run without the GPU, and its
-pixel coordinates are themselves float16 on the phone; it is not emitted here.
+Measured per call (benchmarks/grid_sample_lowerings.py; LiteRT CPU = XNNPACK on 2 cores;
+the MB figure is what the gather writes, in fp32):
+
+==================  ============  ==============  ======================
+call                stock         flat            fp16_exact
+==================  ============  ==============  ======================
+flow 2ch 128x96     14.3 ms       1.1 ms, 0.4 MB  2.3 ms, 1.7 MB (B=8)
+cloth 3ch 256x192   75.7 ms       5.3 ms, 2.2 MB  27.2 ms, 37 MB (B=32)
+feat 256ch 64x48    269 ms        11.3 ms, 12 MB  32.3 ms, 18 MB (B=2)
+feat 256ch 128x96   1880 ms       48 ms, 48 MB    123 ms, 216 MB (B=8)
+==================  ============  ==============  ======================
+
+The stock lowering leaves 31 of 107 ops on the CPU (GATHER_ND, rank-5 tensors); both
+lowerings here run fully on the delegate with GPU-vs-reference parity <= 2e-5.
+
+Which lowering each artifact gets, and why:
+
+- LiteRT GPU artifact: ``fp16_exact`` (the default). The phone runs it in float16, where
+  ``flat`` is silently wrong. LiteRT's native ``Resampler`` custom op would be cheaper on
+  the GPU (SwiftShader: 82 ms vs 1.09 s for the cloth warp, 0.68 s vs 10.7 s for the
+  256-channel 128x96 feature warp), but the CPU interpreter has no kernel for it, so the
+  artifact could not be verified on the CPU nor fall back when the GPU is unavailable. It
+  is not emitted here.
+- LiteRT CPU artifact, ONNX (onnxruntime, fp32), fp32 Core ML: ``flat`` (2.5-5x faster
+  on the CPU, exact in float32): give that target's pipeline ``lowering="flat"``.
+- Core ML fp16 package: ``fp16_exact`` (or ``flat`` with the index ops kept in fp32
+  through coremltools' ``op_selector``).
+
+Memory: at 256 channels and 128x96 the fp16_exact gather writes 216 MB in fp32 (108 MB
+in fp16) per call; on a phone that is the call to move to ``Resampler`` first.
 
 Calls this pass cannot lower (bicubic, reflection padding, 5-D volumetric sampling, a
 source taller than 2045 rows for fp16_exact) are left as they are and listed in
