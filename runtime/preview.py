@@ -48,7 +48,7 @@ class VitoffConfig:
     mask_dilations: int = 3
     ke_threshold: float = KE_THRESHOLD
     calibration_shift: float = 10.0
-    ncc_stride: int = 2
+    ncc_stride: int = 4  # WE is measured every 4th pixel in x and y (see triggers.py)
     min_points: int = 3
     lk: LKParams = field(default_factory=LKParams)
 

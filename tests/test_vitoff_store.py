@@ -155,3 +155,22 @@ def test_replay_rejects_mismatched_inputs(store: Path, preview) -> None:
         replay(store, _invert_tryon([]), frames[:5])
     with pytest.raises(MirrorError, match=r"\[256,192,3\]"):
         replay(store, lambda req: (np.zeros((10, 10, 3)), np.zeros((10, 10))), frames)
+
+
+def test_body_leaving_the_frame(tmp_path: Path) -> None:
+    """Points that leave the frame are dropped, the box keeps following, replay still works."""
+    motion = Motion(drift=(9.0, 4.0), trans_amp=(0.0, 0.0), deform_amp=1.0)
+    clip, frames = cached_clip(motion, 24)
+    res = run_preview(frames, roi=clip.roi(0))
+    # The box follows the drift: the mean displacement of the tracked points also carries
+    # their share of the +-1 px deformation at both ends (and which points survive), so
+    # it may differ from the pure drift by a few pixels, not more.
+    assert np.allclose(res.boxes[23, :2] - res.boxes[0, :2], [9.0 * 23, 4.0 * 23], atol=3.0)
+    assert res.boxes[23, 0] + res.boxes[23, 2] > 540  # the box now hangs over the edge
+    assert res.n_points[23] < res.n_points[0]  # points that left were dropped
+    calls: list[int] = []
+    out = replay(write_store(tmp_path / "ctx", res), _invert_tryon(calls), frames)
+    assert calls == np.nonzero(res.dnn)[0].tolist() and out.shape == frames.shape
+    # Inside the visible part of the body, the inverted garment follows the body.
+    body = clip.body_mask(23, erode=10)
+    assert np.abs(out[23].astype(int) + frames[23].astype(int) - 255)[body].mean() < 25
