@@ -13,7 +13,7 @@ so machine load affects both alike. Stages of a tracked (non-keyframe) frame:
   remap      nearest mask + bicubic colour  runtime.remap.remap    | cv2.remap, same maps (the
                                                                      faster of masked pixels
                                                                      only and the whole box)
-  composite  paste under the mask           remap.composite        | cv2.copyTo
+  composite  paste under the mask           replay.paste           | cv2.copyTo
 
 plus, on keyframes only, `detect` (Shi-Tomasi + greedy NMS: runtime.keypoints vs
 cv2.goodFeaturesToTrack). Both detectors and both trackers get the same crops (the
@@ -39,7 +39,9 @@ import numpy as np
 from mirror.runtime.imgproc import rgb_to_gray
 from mirror.runtime.keypoints import detect_keypoints, roi_mask
 from mirror.runtime.lk import LKParams, crop_rect, track
-from mirror.runtime.remap import Source, composite, remap
+from mirror.runtime.perf import tune_allocator
+from mirror.runtime.remap import Source, remap
+from mirror.runtime.replay import paste, warp_colour, warp_mask
 from mirror.runtime.synthetic import Motion, SyntheticClip
 from mirror.runtime.tps import fit_tps
 from mirror.runtime.triggers import box_lattice, keypoint_error, ncc
@@ -72,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=12, help="tracked frames to time")
     ap.add_argument("--repeat", type=int, default=5, help="runs per stage and frame (min taken)")
     ap.add_argument("--cv2-threads", type=int, default=None, help="cv2.setNumThreads (default: OpenCV's)")
+    ap.add_argument("--no-malloc-tuning", action="store_true",
+                    help="leave glibc's allocator as it is (see mirror.runtime.perf)")
     args = ap.parse_args(argv)
+    tuned = False if args.no_malloc_tuning else tune_allocator()
     if args.cv2_threads is not None:
         cv2.setNumThreads(args.cv2_threads)
 
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ys, xs = np.nonzero(clip.body_mask(0)[y0 : y0 + bh, x0 : x0 + bw])
     key_mask[ys, xs] = 1.0
     key_src, key_msk = Source(key_rgb), Source(key_mask)
-    key_rgb_c = np.ascontiguousarray(key_rgb)
+    key_rgb_u8 = np.ascontiguousarray(frames[0][y0 : y0 + bh, x0 : x0 + bw])
 
     ours = {s: [] for s in STAGES}
     theirs = {s: [] for s in STAGES}
@@ -186,45 +191,37 @@ def main(argv: list[str] | None = None) -> int:
         ms, _ = _timed(we_cv2, args.repeat)
         theirs["we"].append(ms)
         # remap of the keyframe try-on: nearest mask over the box, bicubic colour under it
+        # (exactly Runtime's code path), then the paste into the frame.
         kx, ky = mx - x0, my - y0
 
         def remap_ours():
-            m = remap(key_msk, kx, ky, "nearest") > 0.5
-            patch = np.zeros((*m.shape, 3), np.float32)
-            patch[m] = remap(key_src, kx[m], ky[m], "bicubic")
-            return m, patch
+            sel = warp_mask(key_msk, kx, ky)
+            return sel, warp_colour(key_src, kx, ky, sel, "bicubic")
 
         def remap_cv2_masked():  # our formulation: colour only under the mask
             m = cv2.remap(key_mask, kx, ky, cv2.INTER_NEAREST) > 0.5
-            patch = np.zeros((*m.shape, 3), np.float32)
-            fx, fy = _as_2d(kx[m]), _as_2d(ky[m])
-            vals = cv2.remap(key_rgb_c, fx, fy, cv2.INTER_CUBIC).reshape(-1, 3)[: int(m.sum())]
-            patch[m] = vals
-            return m, patch
+            sel = np.flatnonzero(m)
+            fx, fy = _as_2d(kx.reshape(-1)[sel]), _as_2d(ky.reshape(-1)[sel])
+            vals = cv2.remap(key_rgb_u8, fx, fy, cv2.INTER_CUBIC).reshape(-1, 3)[: sel.size]
+            return m, vals
 
         def remap_cv2_box():  # the usual OpenCV formulation: remap the whole box
             m = cv2.remap(key_mask, kx, ky, cv2.INTER_NEAREST) > 0.5
-            return m, cv2.remap(key_rgb_c, kx, ky, cv2.INTER_CUBIC)
+            return m, cv2.remap(key_rgb_u8, kx, ky, cv2.INTER_CUBIC)
 
-        ms, (m, patch) = _timed(remap_ours, args.repeat)
+        ms, (sel, colour) = _timed(remap_ours, args.repeat)
         ours["remap"].append(ms)
         ms = min(_timed(remap_cv2_masked, args.repeat)[0], _timed(remap_cv2_box, args.repeat)[0])
         theirs["remap"].append(ms)
-        # composite
-        patch_u8 = np.clip(np.rint(patch), 0, 255).astype(np.uint8)
-
-        def comp_ours():
-            return composite(frame, patch_u8, m, xa, ya)
-
+        _, (m, patch_u8) = _timed(remap_cv2_box, 1)
         m_u8 = m.astype(np.uint8)
 
         def comp_cv2():
             out = frame.copy()
-            region = out[ya:yb, xa:xb]
-            cv2.copyTo(patch_u8, m_u8, region)
+            cv2.copyTo(patch_u8, m_u8, out[ya:yb, xa:xb])
             return out
 
-        ms, _ = _timed(comp_ours, args.repeat)
+        ms, _ = _timed(lambda: paste(frame, sel, colour, xa, ya, xb - xa), args.repeat)
         ours["composite"].append(ms)
         ms, _ = _timed(comp_cv2, args.repeat)
         theirs["composite"].append(ms)
@@ -232,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"VITOFF per tracked frame, 960x540, {len(key_pts)} keypoints, body box {bw}x{bh}, "
           f"{args.frames} frames x {args.repeat} runs (min per run, median over frames); "
-          f"numpy {np.__version__}, OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads)")
+          f"numpy {np.__version__}, OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads), "
+          f"malloc tuning {'on' if tuned else 'off'}")
     print(f"{'stage':<10} {'numpy ms':>9} {'opencv ms':>10} {'ratio':>7}   note")
     notes = {"ke": "numpy on both sides", "tps": "numpy on both sides (fit + dense grid)"}
     tot_o = tot_c = 0.0

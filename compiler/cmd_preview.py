@@ -19,11 +19,14 @@ HELP = "run VITOFF Preview on a video and write its context store"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", help="input clip: .y4m (YUV4MPEG2, 8-bit) or .npy (uint8 [T,H,W,3])")
-    parser.add_argument("--out", required=True, metavar="CONTEXT",
-                        help="context store folder to write (replaced only if it is a store)")
-    parser.add_argument("--roi", metavar="x,y,w,h",
-                        help="torso-and-arms region in the input video's pixels "
-                             "(required: no human parser checkpoint is available)")
+    parser.add_argument(
+        "--out", required=True, metavar="CONTEXT", help="context store folder to write (replaced only if it is a store)"
+    )
+    parser.add_argument(
+        "--roi",
+        metavar="x,y,w,h",
+        help="torso-and-arms region in the input video's pixels (required: no human parser checkpoint is available)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -57,14 +60,17 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mirror.runtime.perf import tune_allocator
     from mirror.runtime.preview import run_preview
     from mirror.runtime.store import write_store
     from mirror.runtime.video import Y4MReader, load_frames, open_video
 
     if args.roi is None:
-        raise MirrorError("--roi x,y,w,h is required: no human parser checkpoint is available "
-                          "to find the torso and arms")
+        raise MirrorError(
+            "--roi x,y,w,h is required: no human parser checkpoint is available to find the torso and arms"
+        )
     roi_src = parse_roi(args.roi)
+    tune_allocator()  # a short-lived command: keep freed memory for reuse (see runtime/perf.py)
     t0 = time.perf_counter()
     clip = open_video(args.video)  # validates the file before any decoding
     h_src, w_src = (clip.height, clip.width) if isinstance(clip, Y4MReader) else clip.shape[1:3]
@@ -78,13 +84,17 @@ def run(args: argparse.Namespace) -> int:
     roi = (cx, cy, w * place.scale, h * place.scale)
     res = run_preview(frames, roi=roi, progress=_Progress(len(frames), args.quiet))
     extra = {
-        "source": {"path": str(args.video), "frames": int(t_src), "width": int(w_src),
-                   "height": int(h_src), "decode_and_fit_ms": round(decode_ms, 3)},
+        "source": {
+            "path": str(args.video),
+            "frames": int(t_src),
+            "width": int(w_src),
+            "height": int(h_src),
+            "decode_and_fit_ms": round(decode_ms, 3),
+        },
         "placement": place.as_dict(),
         "roi": {"input": list(roi_src), "canvas": [round(v, 3) for v in roi]},
     }
     path = write_store(args.out, res, extra)
     n_dnn = int(res.dnn.sum())
-    print(f"wrote {path}: {res.frames} frames, DIVTON on {n_dnn} "
-          f"({100.0 * (1 - res.dnn_fraction):.1f}% DNN-free)")
+    print(f"wrote {path}: {res.frames} frames, DIVTON on {n_dnn} ({100.0 * (1 - res.dnn_fraction):.1f}% DNN-free)")
     return 0

@@ -57,6 +57,61 @@ class Source:
         self.planes = planes.reshape(c, -1)
 
 
+def remap_planar(src: Source, map_x: np.ndarray, map_y: np.ndarray,
+                 interpolation: str = "bilinear") -> np.ndarray:
+    """Sample a prepared Source at flat coordinates [M]: float32 [C, M] (channel planes).
+
+    The taps reuse three [C, M] buffers (gather, row sum, total) instead of allocating
+    one array per tap.
+    """
+    p, stride = _PAD, src.stride
+    mx = np.asarray(map_x, np.float32).reshape(-1)
+    my = np.asarray(map_y, np.float32).reshape(-1)
+    if not (np.isfinite(mx).all() and np.isfinite(my).all()):
+        bad = ~(np.isfinite(mx) & np.isfinite(my))
+        mx = np.where(bad, -2.0, mx)
+        my = np.where(bad, -2.0, my)
+    # Clip far-away coordinates onto the border margin (see Source).
+    mx = np.clip(mx, -2.0, src.w + 1.0)
+    my = np.clip(my, -2.0, src.h + 1.0)
+    if interpolation == "nearest":
+        idx = (np.rint(my).astype(np.intp) + p) * stride + (np.rint(mx).astype(np.intp) + p)
+        return np.take(src.planes, idx, axis=1)
+    if interpolation == "bilinear":
+        offsets: tuple[int, ...] = (0, 1)
+    elif interpolation == "bicubic":
+        offsets = (-1, 0, 1, 2)
+    else:
+        raise ValueError(f"unknown interpolation {interpolation!r}")
+    fx = np.floor(mx)
+    fy = np.floor(my)
+    tx = mx - fx
+    ty = my - fy
+    base = (fy.astype(np.intp) + p) * stride + (fx.astype(np.intp) + p)
+    if interpolation == "bilinear":
+        wxs, wys = [1.0 - tx, tx], [1.0 - ty, ty]
+    else:
+        wxs, wys = _cubic_weights(tx), _cubic_weights(ty)
+    c, m = src.planes.shape[0], mx.size
+    term = np.empty((c, m), np.float32)
+    row_sum = np.empty((c, m), np.float32)
+    out = np.zeros((c, m), np.float32)
+    idx = np.empty(m, np.intp)
+    for j, oy in enumerate(offsets):  # 2 or 4 taps per axis, each a gather of all pixels
+        row = base + oy * stride
+        for k, ox in enumerate(offsets):
+            np.add(row, ox, out=idx)
+            np.take(src.planes, idx, axis=1, out=term, mode="clip")  # in range by construction
+            if k == 0:
+                np.multiply(term, wxs[k], out=row_sum)
+            else:
+                term *= wxs[k]
+                row_sum += term
+        row_sum *= wys[j]
+        out += row_sum
+    return out
+
+
 def remap(src: np.ndarray | Source, map_x: np.ndarray, map_y: np.ndarray,
           interpolation: str = "bilinear", border_value: float = 0.0) -> np.ndarray:
     """Sample `src` at (map_x, map_y). Returns float32 of shape map.shape (+ (C,) for colour).
@@ -67,43 +122,7 @@ def remap(src: np.ndarray | Source, map_x: np.ndarray, map_y: np.ndarray,
     if map_x.shape != map_y.shape:
         raise ValueError(f"map_x {map_x.shape} and map_y {map_y.shape} differ in shape")
     s = src if isinstance(src, Source) else Source(src, border_value)
-    p, stride = _PAD, s.stride
-    mx = np.asarray(map_x, np.float32).reshape(-1)
-    my = np.asarray(map_y, np.float32).reshape(-1)
-    if not (np.isfinite(mx).all() and np.isfinite(my).all()):
-        bad = ~(np.isfinite(mx) & np.isfinite(my))
-        mx = np.where(bad, -2.0, mx)
-        my = np.where(bad, -2.0, my)
-    # Clip far-away coordinates onto the border margin (see Source).
-    mx = np.clip(mx, -2.0, s.w + 1.0)
-    my = np.clip(my, -2.0, s.h + 1.0)
-    if interpolation == "nearest":
-        idx = (np.rint(my).astype(np.intp) + p) * stride + (np.rint(mx).astype(np.intp) + p)
-        out = np.take(s.planes, idx, axis=1)
-    elif interpolation in ("bilinear", "bicubic"):
-        fx = np.floor(mx)
-        fy = np.floor(my)
-        tx = mx - fx
-        ty = my - fy
-        base = (fy.astype(np.intp) + p) * stride + (fx.astype(np.intp) + p)
-        if interpolation == "bilinear":
-            offsets = (0, 1)
-            wxs, wys = [1.0 - tx, tx], [1.0 - ty, ty]
-        else:
-            offsets = (-1, 0, 1, 2)
-            wxs, wys = _cubic_weights(tx), _cubic_weights(ty)
-        out = None
-        for j, oy in enumerate(offsets):  # 2 or 4 taps per axis, each a gather of all pixels
-            row = base + oy * stride
-            acc = None
-            for k, ox in enumerate(offsets):
-                term = np.take(s.planes, row + ox, axis=1)
-                term *= wxs[k]
-                acc = term if acc is None else acc.__iadd__(term)
-            acc *= wys[j]
-            out = acc if out is None else out.__iadd__(acc)
-    else:
-        raise ValueError(f"unknown interpolation {interpolation!r}")
+    out = remap_planar(s, map_x, map_y, interpolation)
     shape = map_x.shape
     if s.channels is None:
         return out.reshape(shape)

@@ -10,7 +10,7 @@ Runtime runs once per garment and repeats none of Preview's tracking. For each f
 - every other frame regenerates its dense TPS grid from the stored spline and the moved
   box, remaps the keyframe output through it (bicubic colour, nearest mask) and pastes
   the result where the remapped mask is set. Colour is only interpolated at pixels the
-  mask keeps.
+  mask keeps, and written straight into the output frame.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from mirror import MirrorError
 
 from .crop import DNN_H, DNN_W, box_pixels, from_dnn, to_dnn
-from .remap import Source, composite, remap
+from .remap import Source, composite, remap_planar, to_uint8
 from .store import ContextStore, open_store
 from .tps import TPS
 
@@ -64,6 +64,30 @@ def _check_dnn_answer(t: int, answer) -> tuple[np.ndarray, np.ndarray]:
     return rgb.astype(np.float32), mask.astype(bool)
 
 
+def warp_mask(mask: Source, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """Flat indices (into the grid) of the pixels whose nearest-remapped paste mask is set."""
+    return np.flatnonzero(remap_planar(mask, map_x, map_y, "nearest")[0] > 0.5)
+
+
+def warp_colour(colour: Source, map_x: np.ndarray, map_y: np.ndarray, sel: np.ndarray,
+                interpolation: str = "bicubic") -> np.ndarray:
+    """The try-on colour remapped at the selected grid pixels only: uint8 [3, len(sel)]."""
+    return to_uint8(remap_planar(colour, map_x.reshape(-1)[sel], map_y.reshape(-1)[sel],
+                                 interpolation))
+
+
+def paste(frame: np.ndarray, sel: np.ndarray, colour: np.ndarray, x0: int, y0: int,
+          width: int) -> np.ndarray:
+    """A copy of frame with colour [3, M] written at grid pixels sel of a grid `width` wide at (x0, y0)."""
+    rows, cols = np.divmod(sel, width)
+    pix = ((rows + y0) * frame.shape[1] + (cols + x0)) * 3  # byte offset of each pixel
+    out = frame.copy()
+    flat = out.reshape(-1)
+    for ch in range(3):  # three 1-D scatters: cheaper than one masked [h,w,3] copy
+        flat[pix + ch] = colour[ch]
+    return out
+
+
 def iter_replay(store: ContextStore | str | Path, dnn: TryOn, frames: Sequence[np.ndarray] | np.ndarray,
                 interpolation: str = "bicubic", grid_step: int = 1) -> Iterator[np.ndarray]:
     """Yield the composited frames one by one (uint8 [960,540,3])."""
@@ -101,10 +125,9 @@ def iter_replay(store: ContextStore | str | Path, dnn: TryOn, frames: Sequence[n
         mx, my = spline.grid(xa, ya, xb - xa, yb - ya, step=grid_step)
         mx -= key[2]
         my -= key[3]
-        m = remap(key[1], mx, my, "nearest") > 0.5
-        patch = np.zeros((yb - ya, xb - xa, 3), np.float32)
-        patch[m] = remap(key[0], mx[m], my[m], interpolation)
-        yield composite(frame, patch, m, xa, ya)
+        sel = warp_mask(key[1], mx, my)
+        colour = warp_colour(key[0], mx, my, sel, interpolation)
+        yield paste(frame, sel, colour, xa, ya, xb - xa)
 
 
 def replay(store: ContextStore | str | Path, dnn: TryOn, frames: Sequence[np.ndarray] | np.ndarray,

@@ -83,3 +83,14 @@ def test_composite_pastes_only_under_the_mask_and_clips() -> None:
     expect[9, 0:3] = True
     assert np.array_equal(out[..., 0] > 0, expect)
     assert (out[expect] == 200).all()
+
+
+def test_allocator_tuning_is_harmless() -> None:
+    import platform
+
+    from mirror.runtime.perf import tune_allocator
+
+    took = tune_allocator()
+    assert took == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    img = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert remap(img, np.array([1.5], np.float32), np.array([1.0], np.float32))[0] == 5.5
