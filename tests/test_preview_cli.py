@@ -87,3 +87,17 @@ def test_bad_video_and_existing_folder(tmp_path: Path, tiny_y4m, capsys) -> None
                         capsys)
     assert code == 1 and "refusing to overwrite" in err
     assert (keep / "notes.txt").read_text() == "x"
+
+
+def test_progress_lines_on_stderr(capsys) -> None:
+    from mirror.compiler.cmd_preview import _Progress
+
+    prog = _Progress(200, quiet=False)
+    for k in range(1, 201):
+        prog(k)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and lines[-1] == "preview: 200/200 frames"
+    assert len(lines) <= 11
+    quiet = _Progress(200, quiet=True)
+    quiet(200)
+    assert capsys.readouterr().err == ""

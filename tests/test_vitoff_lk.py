@@ -101,3 +101,13 @@ def test_pyramid_cache_gives_identical_results() -> None:
         assert np.array_equal(na, nb) and np.array_equal(oka, okb)
         a = b = na.astype(np.float64)
     assert hits >= 1  # the cache was actually consulted
+
+
+def test_pyramid_level_matches_pyrDown() -> None:
+    from mirror.runtime.imgproc import pyr_down
+
+    rng = np.random.default_rng(3)
+    for shape in ((37, 51), (64, 48), (15, 16)):  # odd and even sizes
+        img = (rng.random(shape) * 255).astype(np.float32)
+        # Same 5-tap kernel and reflect-101 border in float32: rounding-level agreement.
+        assert np.abs(pyr_down(img) - cv2.pyrDown(img)).max() < 1e-3
