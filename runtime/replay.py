@@ -109,9 +109,9 @@ def iter_replay(store: ContextStore | str | Path, dnn: TryOn, frames: Sequence[n
             rgb, mask = _check_dnn_answer(t, dnn(keyframe_request(store, t, frame)))
             pad = store["paddings"][t]
             colour = from_dnn(rgb, pad, bw, bh)
-            paste = from_dnn(mask, pad, bw, bh, nearest=True)
-            key = (Source(colour), Source(paste.astype(np.float32)), x0, y0)
-            yield composite(frame, colour, paste, x0, y0)
+            paste_mask = from_dnn(mask, pad, bw, bh, nearest=True)
+            key = (Source(colour), Source(paste_mask.astype(np.float32)), x0, y0)
+            yield composite(frame, colour, paste_mask, x0, y0)
             continue
         n_pts = int(store["n_points"][t])
         spline = TPS.from_arrays(store["tps_ctrl"][t], store["tps_coef"][t], store["tps_norm"][t],
