@@ -79,8 +79,10 @@ def warp_colour(colour: Source, map_x: np.ndarray, map_y: np.ndarray, sel: np.nd
 def paste(frame: np.ndarray, sel: np.ndarray, colour: np.ndarray, x0: int, y0: int,
           width: int) -> np.ndarray:
     """A copy of frame with colour [3, M] written at grid pixels sel of a grid `width` wide at (x0, y0)."""
-    rows, cols = np.divmod(sel, width)
-    pix = ((rows + y0) * frame.shape[1] + (cols + x0)) * 3  # byte offset of each pixel
+    height = int(sel.max()) // width + 1 if sel.size else 0
+    fw = frame.shape[1]
+    offsets = ((y0 + np.arange(height))[:, None] * fw + (x0 + np.arange(width))[None, :]).ravel()
+    pix = np.take(offsets, sel) * 3  # byte offset of each pasted pixel in the frame
     out = frame.copy()
     flat = out.reshape(-1)
     for ch in range(3):  # three 1-D scatters: cheaper than one masked [h,w,3] copy
