@@ -53,11 +53,12 @@ def test_agrees_with_calcOpticalFlowPyrLK() -> None:
     ref, st = ref.reshape(-1, 2), st.ravel().astype(bool)
     assert np.array_equal(ok, st)
     diff = np.linalg.norm(ours - ref, axis=1)[ok]
-    # Same algorithm and stopping rule; OpenCV interpolates with 14-bit fixed-point
-    # weights and stops each point when its update falls under eps = 0.03 px, so two
-    # correct implementations may stop one iteration apart: up to ~eps apart per level.
-    assert np.median(diff) <= 0.01
-    assert diff.max() <= 0.1
+    # Same algorithm and stopping rule. OpenCV interpolates with 14-bit fixed-point
+    # weights, which moves a converged point by ~1e-3 px (median measured: 1e-4 px); a
+    # point whose last update sits right at eps = 0.03 px can stop one iteration
+    # earlier on one side, so single points may differ by up to ~eps.
+    assert np.median(diff) <= 0.005
+    assert diff.max() <= 0.05
 
 
 def test_status_flags_flat_windows_and_points_leaving_the_frame() -> None:
