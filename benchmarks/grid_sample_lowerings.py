@@ -166,13 +166,14 @@ def run_child(path: Path, inputs, accel: str, reps: int, work: Path) -> dict:
 
 
 def _tensor_bytes(t) -> int:
-    return int(math.prod(t["shape"])) * (4 if t["dtype"] in ("FLOAT32", "INT32") else 1)
+    return int(math.prod(t.shape)) * (4 if t.dtype in ("FLOAT32", "INT32") else 1)
 
 
 def measure(case: str, lowering: str, reps: int, work: Path) -> dict:
     import litert_torch
 
-    from mirror.targets.tflite_ops import legalize_for_litert, tflite_ops
+    from mirror.targets.gpu_delegate import read_tflite
+    from mirror.targets.tflite_ops import legalize_for_litert
 
     c, h, w, ho, wo = CASES[case]
     torch.manual_seed(0)
@@ -192,16 +193,21 @@ def measure(case: str, lowering: str, reps: int, work: Path) -> dict:
     t0 = time.perf_counter()
     litert_torch.convert(module, args).export(str(path))
     convert_s = time.perf_counter() - t0
-    ops = tflite_ops(path)
+    graph = read_tflite(path)
+    ops = graph.ops
+
+    def outputs(o):
+        return [graph.tensors[i] for i in o.outputs]
+
     row = {
         "case": case, "lowering": lowering, "convert_s": round(convert_s, 1),
         "tflite_ops": len(ops),
-        "gathers": sum(o["op"] == "GATHER" for o in ops),
-        "gather_nd": sum(o["op"] == "GATHER_ND" for o in ops),
-        "max_rank": max(len(t["shape"]) for o in ops for t in o["inputs"] + o["outputs"]),
-        "largest_tensor_mb": round(max(_tensor_bytes(t) for o in ops for t in o["outputs"]) / 2**20, 1),
-        "gather_out_mb": round(sum(_tensor_bytes(o["outputs"][0]) for o in ops
-                                   if o["op"] in ("GATHER", "GATHER_ND")) / 2**20, 1),
+        "gathers": sum(o.name == "GATHER" for o in ops),
+        "gather_nd": sum(o.name == "GATHER_ND" for o in ops),
+        "max_rank": max(len(graph.tensors[i].shape) for o in ops for i in o.inputs + o.outputs if i >= 0),
+        "largest_tensor_mb": round(max(_tensor_bytes(t) for o in ops for t in outputs(o)) / 2**20, 1),
+        "gather_out_mb": round(sum(_tensor_bytes(outputs(o)[0]) for o in ops
+                                   if o.name in ("GATHER", "GATHER_ND")) / 2**20, 1),
     }
     if lowering != "resampler":
         cpu = run_child(path, [x.numpy(), grid.numpy()], "cpu", reps, work)

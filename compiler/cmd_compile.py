@@ -56,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "static", "delegate"),
         help="GPU-delegate verification: real delegate when a Vulkan driver is found (auto)",
     )
+    parser.add_argument(
+        "--gpu-parity",
+        choices=("fp32", "all", "none"),
+        help="which LiteRT artifacts also run inference on the GPU delegate (default: fp32)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         baseline=args.baseline,
         gpu_check=args.gpu_check,
+        gpu_parity=args.gpu_parity,
     )
     progress = Progress()
     data = compile_all(config, progress)

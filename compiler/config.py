@@ -8,6 +8,11 @@ Example ``mirror.toml``::
     precisions = ["fp32", "fp16", "int8"]
     seed = 0                              # seeded weights and validation inputs
     baseline = true                       # also convert with stock litert-torch, for comparison
+    gpu_check = "auto"                    # real LiteRT GPU delegate if a Vulkan driver is found, else static rules
+    gpu_parity = "fp32"                   # artifacts that also run inference on the GPU delegate: fp32, all, none
+
+    [sampling]                            # grid_sample lowering per target (see DEFAULT_SAMPLING)
+    coreml = "native"                     # keep grid_sample: coremltools maps it to MIL resample
 
     [graph.warp]
     checkpoint = "PFAFN_warp_epoch_101_phif_pl_skip.pth"
@@ -31,6 +36,15 @@ from mirror import MirrorError
 TARGETS = ("tflite", "coreml", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
 KNOWN_GRAPHS = ("warp", "gen", "parser")
+# How each target gets grid_sample (the gpu_grid_sample pass's lowering, or "native" to keep
+# grid_sample for the target's own sampler, e.g. Core ML's resample):
+# - tflite: fp16_exact. Phone GPU delegates compute in fp16, where a flat pixel index above
+#   2048 reads wrong pixels, and the delegate has no per-op precision.
+# - onnx: flat. ORT runs fp32 on CPU; the fp16 model keeps its index ops in fp32, so the
+#   cheaper flat gather (4 reads per point instead of 2*(B+1)) stays exact.
+# - coreml: fp16_exact. The package computes in fp16 on GPU/ANE; exact at any precision.
+DEFAULT_SAMPLING = {"tflite": "fp16_exact", "onnx": "flat", "coreml": "fp16_exact"}
+SAMPLINGS = ("fp16_exact", "flat", "native")
 # The warper is exported in its full PF-AFN form; the pipeline strips it to DIVTON.
 DEFAULT_PIPELINES = {"warp": "divton-warp", "gen": "default", "parser": "default"}
 
@@ -53,6 +67,8 @@ class CompileConfig:
     seed: int = 0
     baseline: bool = True
     gpu_check: str = "auto"  # "auto": real delegate when a Vulkan driver is found, "static" otherwise
+    gpu_parity: str = "fp32"  # which artifacts run inference on the LiteRT GPU: fp32, all, none
+    sampling: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SAMPLING))
     model: str | None = None  # "package.module:factory" for a user model
 
 
@@ -92,7 +108,19 @@ def load_config(path: Path | None = None, **overrides: Any) -> CompileConfig:
             raise MirrorError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise MirrorError(f"config file {path} is not valid TOML: {exc}") from None
-    known = {"out", "graphs", "targets", "precisions", "seed", "baseline", "gpu_check", "graph", "model"}
+    known = {
+        "out",
+        "graphs",
+        "targets",
+        "precisions",
+        "seed",
+        "baseline",
+        "gpu_check",
+        "gpu_parity",
+        "graph",
+        "model",
+        "sampling",
+    }
     unknown = set(data) - known
     if unknown:
         raise MirrorError(f"config file {path} has unknown keys {sorted(unknown)}; known keys: {sorted(known)}")
@@ -113,6 +141,16 @@ def load_config(path: Path | None = None, **overrides: Any) -> CompileConfig:
     gpu_check = data.get("gpu_check", "auto")
     if gpu_check not in ("auto", "static", "delegate"):
         raise MirrorError(f"gpu_check must be auto, static or delegate; got {gpu_check!r}")
+    sampling = dict(DEFAULT_SAMPLING)
+    for target, lowering in dict(data.get("sampling", {})).items():
+        _check_choice("target", [target], TARGETS)
+        _check_choice("sampling", [lowering], SAMPLINGS)
+        if target == "tflite" and lowering == "native":
+            raise MirrorError("tflite cannot keep grid_sample: the GPU delegate refuses its stock lowering")
+        sampling[target] = lowering
+    gpu_parity = data.get("gpu_parity", "fp32")
+    if gpu_parity not in ("fp32", "all", "none"):
+        raise MirrorError(f"gpu_parity must be fp32, all or none; got {gpu_parity!r}")
     return CompileConfig(
         out=Path(data.get("out", "build")),
         graphs=graphs,
@@ -121,5 +159,7 @@ def load_config(path: Path | None = None, **overrides: Any) -> CompileConfig:
         seed=int(data.get("seed", 0)),
         baseline=bool(data.get("baseline", True)),
         gpu_check=gpu_check,
+        gpu_parity=gpu_parity,
+        sampling=sampling,
         model=data.get("model"),
     )

@@ -74,6 +74,9 @@ def _validate(
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for runner in runners:
+        if isinstance(runner, _Skipped):
+            results[runner.name] = {"skipped": runner.reason}
+            continue
         available = getattr(runner, "available", None)
         if callable(available):
             ok, why = _availability(runner)
@@ -88,6 +91,31 @@ def _validate(
         except MirrorError as exc:
             results[runner.name] = {"passed": False, "error": str(exc)}
     return results
+
+
+class _Skipped:
+    """A runner the driver chose not to run, and why (shown in the report)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name, self.reason = name, reason
+
+
+def _select_runners(runners: list[Any], precision: str, config: CompileConfig) -> list[Any]:
+    """LiteRT GPU inference on SwiftShader is slow (a CPU emulates the GPU), so by default
+    only fp32 artifacts run on it; the others are still loaded by the delegate check."""
+    chosen = []
+    for r in runners:
+        if (
+            r.name == "litert-gpu"
+            and config.gpu_parity != "all"
+            and (config.gpu_parity == "none" or precision != "fp32")
+        ):
+            chosen.append(
+                _Skipped(r.name, f"GPU inference runs for {config.gpu_parity} artifacts only (--gpu-parity all)")
+            )
+        else:
+            chosen.append(r)
+    return chosen
 
 
 def _availability(runner: Any) -> tuple[bool, str]:
@@ -152,6 +180,51 @@ def _gpu_fields(gpu: dict[str, Any]) -> dict[str, Any]:
     return {k: gpu[k] for k in keep if k in gpu}
 
 
+def _transform(
+    unit: CompileUnit,
+    program: Any,
+    config: CompileConfig,
+    val_inputs: tuple[torch.Tensor, ...],
+    progress: Progress,
+) -> tuple[dict[str, Any], list[Any]]:
+    """Run the unit's pipeline; returns one program per grid_sample lowering the targets use.
+
+    Every pass but ``gpu_grid_sample`` runs once. ``gpu_grid_sample`` runs last, once per
+    lowering the chosen targets need (``config.sampling``); "native" is the program
+    without it (e.g. Core ML's own ``resample``).
+    """
+    from mirror.passes.registry import PIPELINES
+
+    if unit.pipeline not in PIPELINES:
+        raise MirrorError(f"unknown pipeline {unit.pipeline!r}; known: {', '.join(PIPELINES)}")
+    pipeline = PIPELINES[unit.pipeline]
+    shared = [(n, o) for n, o in pipeline if n != "gpu_grid_sample"]
+    sampler_options = next((dict(o) for n, o in pipeline if n == "gpu_grid_sample"), None)
+
+    def run(spec: Any, label: str) -> tuple[Any, list[Any]]:
+        with progress.step(f"{unit.name}: {label}") as note:
+            out, recs = run_pipeline(program_in, spec, unit.name, reference=unit.reference, example_inputs=val_inputs)
+            note["result"] = ", ".join(f"{r.name}: max abs {r.max_abs_vs_reference:.2g}" for r in recs)
+        return out, recs
+
+    program_in = program
+    base, records = run(shared, f"passes ({unit.pipeline})")
+    programs: dict[str, Any] = {"native": base}
+    lowerings = sorted({config.sampling[t] for t in config.targets} - {"native"})
+    for lowering in lowerings:
+        if sampler_options is None:
+            programs[lowering] = base  # this pipeline keeps grid_sample as it is
+            continue
+        program_in = base
+        programs[lowering], recs = run(
+            [("gpu_grid_sample", {**sampler_options, "lowering": lowering})], f"gpu_grid_sample ({lowering})"
+        )
+        for r in recs:
+            r.details["lowering"] = lowering
+        records.extend(recs)
+    return programs, records
+
+
 def units_for(config: CompileConfig) -> list[CompileUnit]:
     if config.model:
         return [user_unit(config.model)]
@@ -203,15 +276,7 @@ def _compile(config: CompileConfig, out: Path, progress: Progress) -> dict[str, 
         with progress.step(f"{unit.name}: torch.export"):
             program = torch.export.export(unit.export_module, unit.example_inputs)
         val_inputs = unit.inputs(config.seed + VALIDATION_SEED_OFFSET)
-        from mirror.passes.registry import PIPELINES
-
-        if unit.pipeline not in PIPELINES:
-            raise MirrorError(f"unknown pipeline {unit.pipeline!r}; known: {', '.join(PIPELINES)}")
-        with progress.step(f"{unit.name}: passes ({unit.pipeline})") as note:
-            program, records = run_pipeline(
-                program, PIPELINES[unit.pipeline], unit.name, reference=unit.reference, example_inputs=val_inputs
-            )
-            note["result"] = ", ".join(f"{r.name}: max abs {r.max_abs_vs_reference:.2g}" for r in records)
+        programs, records = _transform(unit, program, config, val_inputs, progress)
         pass_records.extend(r.to_json() for r in records)
         want = run_reference(unit, val_inputs)
         feeds = _numpy_inputs(unit, val_inputs)
@@ -225,7 +290,7 @@ def _compile(config: CompileConfig, out: Path, progress: Progress) -> dict[str, 
                 try:
                     with progress.step(f"{label}: emit"):
                         art = emitter.emit(
-                            program,
+                            programs[config.sampling[target]],
                             unit.name,
                             precision,
                             out,
@@ -241,7 +306,8 @@ def _compile(config: CompileConfig, out: Path, progress: Progress) -> dict[str, 
                     continue
                 entry = _artifact_entry(art, out)
                 with progress.step(f"{label}: validate") as note:
-                    entry["parity"] = _validate(art, emitter.runners(art), feeds, want, unit)
+                    runners = _select_runners(emitter.runners(art), precision, config)
+                    entry["parity"] = _validate(art, runners, feeds, want, unit)
                     note["result"] = ", ".join(
                         f"{r}: "
                         + (
@@ -257,7 +323,10 @@ def _compile(config: CompileConfig, out: Path, progress: Progress) -> dict[str, 
                     from mirror.targets.gpu_delegate import verify_gpu_delegate
 
                     with progress.step(f"{label}: GPU delegate check") as note:
-                        gpu = verify_gpu_delegate(art.path, mode=config.gpu_check)
+                        ran = next(
+                            (r for r in runners if r.name == "litert-gpu" and getattr(r, "last_child", None)), None
+                        )
+                        gpu = verify_gpu_delegate(art.path, mode=config.gpu_check, child=ran and ran.last_child)
                         note["result"] = (
                             f"{gpu['ops_on_gpu']}/{gpu['ops_total']} ops on GPU, "
                             f"{gpu['partitions']} partition(s), {gpu['verified_on']}"

@@ -44,9 +44,7 @@ GPU_OPS = frozenset(
     SPACE_TO_DEPTH SPLIT SPLIT_V SQRT SQUARE SQUARED_DIFFERENCE STRIDED_SLICE SUB SUM TANH TILE
     TRANSPOSE TRANSPOSE_CONV UNPACK""".split()
 )
-GPU_CUSTOM_OPS = frozenset(
-    {"Convolution2DTransposeBias", "MaxPoolingWithArgmax2D", "MaxUnpooling2D", "Resampler"}
-)
+GPU_CUSTOM_OPS = frozenset({"Convolution2DTransposeBias", "MaxPoolingWithArgmax2D", "MaxUnpooling2D", "Resampler"})
 INT32_OK_CONSUMERS = frozenset({"CAST", "GATHER", "ONE_HOT"})
 PROFILES = ("classic", "webgpu")
 
@@ -119,14 +117,8 @@ def read_tflite(path: Path | str, signature: str | None = None) -> TFLiteGraph:
         if signature is None or key == signature:
             sig_key = key
             sub_index = sd.SubgraphIndex()
-            sig_in = [
-                (sd.Inputs(j).Name().decode(), sd.Inputs(j).TensorIndex())
-                for j in range(sd.InputsLength())
-            ]
-            sig_out = [
-                (sd.Outputs(j).Name().decode(), sd.Outputs(j).TensorIndex())
-                for j in range(sd.OutputsLength())
-            ]
+            sig_in = [(sd.Inputs(j).Name().decode(), sd.Inputs(j).TensorIndex()) for j in range(sd.InputsLength())]
+            sig_out = [(sd.Outputs(j).Name().decode(), sd.Outputs(j).TensorIndex()) for j in range(sd.OutputsLength())]
             break
     else:
         if signature is not None:
@@ -253,8 +245,7 @@ def _refusal(graph: TFLiteGraph, op: OpInfo, profile: str) -> tuple[str, str | N
         for t in ins:
             if t.dtype == "INT32" and not t.constant:
                 return (
-                    "Non-constant INT32 input: INT32 tensors are accepted only as inputs of "
-                    "CAST, GATHER and ONE_HOT.",
+                    "Non-constant INT32 input: INT32 tensors are accepted only as inputs of CAST, GATHER and ONE_HOT.",
                     t.name,
                 )
     return None
@@ -307,9 +298,7 @@ def _group(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     grouped: dict[tuple[str, str], dict[str, Any]] = {}
     for e in entries:
         key = (e["op"], e["reason"])
-        g = grouped.setdefault(
-            key, {"op": e["op"], "reason": e["reason"], "count": 0, "indices": [], "tensors": []}
-        )
+        g = grouped.setdefault(key, {"op": e["op"], "reason": e["reason"], "count": 0, "indices": [], "tensors": []})
         g["count"] += 1
         if e.get("index") is not None:
             g["indices"].append(e["index"])
@@ -318,9 +307,7 @@ def _group(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(grouped.values())
 
 
-def _summary(
-    graph: TFLiteGraph, on_gpu: list[bool], unsupported: list[dict[str, Any]]
-) -> dict[str, Any]:
+def _summary(graph: TFLiteGraph, on_gpu: list[bool], unsupported: list[dict[str, Any]]) -> dict[str, Any]:
     parts = partition(graph, on_gpu)
     gpu_parts = [p for gpu, p in parts if gpu]
     largest = max((len(p) for p in gpu_parts), default=0)
@@ -357,9 +344,7 @@ def check_static(path: Path | str, profile: str = "classic") -> dict[str, Any]:
 # The real delegate.
 
 _HEADER = "Following operations are not supported by GPU delegate:"
-_COUNTS = re.compile(
-    r"(\d+) operations will run on the GPU, and the remaining (\d+) operations? will run on the CPU"
-)
+_COUNTS = re.compile(r"(\d+) operations will run on the GPU, and the remaining (\d+) operations? will run on the CPU")
 _ADAPTER = re.compile(r"Selected adapter: ([^,]+)")
 _LINE = re.compile(r"^([A-Z][A-Z0-9_]*|[A-Za-z][A-Za-z0-9_]*): (.*)$")
 
@@ -390,9 +375,7 @@ def parse_delegate_log(log: str) -> dict[str, Any]:
     }
 
 
-def _locate_refusals(
-    graph: TFLiteGraph, refusals: list[tuple[str, str]]
-) -> tuple[list[bool], list[dict[str, Any]]]:
+def _locate_refusals(graph: TFLiteGraph, refusals: list[tuple[str, str]]) -> tuple[list[bool], list[dict[str, Any]]]:
     """Map the delegate's refusal lines onto op indices.
 
     The delegate prints each distinct line once. A line ending with a tensor name covers
@@ -437,8 +420,15 @@ def verify_gpu_delegate(
     mode: str = "auto",
     profile: str = "classic",
     timeout: float | None = None,
+    run: bool = False,
+    child: Any = None,
 ) -> dict[str, Any]:
     """Check whether ``path`` runs fully on the LiteRT GPU delegate.
+
+    Loading the model is what makes the delegate partition it and say which ops it
+    refuses, so by default the child process only loads it (``run=True`` also runs it on
+    zeros). ``child``, the ``ChildResult`` of a GPU run that already happened (e.g.
+    ``LiteRTRunner.last_child`` after a parity run), is read instead of starting another.
 
     ``mode``: "auto" (the real delegate where a Vulkan driver is found, else static rules),
     "delegate" (the real one; a missing driver is an error), or "static".
@@ -467,7 +457,8 @@ def verify_gpu_delegate(
         static["verified_on"] += f"; real delegate unavailable: {driver.reason}"
         return static
 
-    child = run_litert_child(path, accelerator="gpu", run=True, driver=driver, timeout=timeout)
+    if child is None:
+        child = run_litert_child(path, accelerator="gpu", run=run, driver=driver, timeout=timeout)
     graph = read_tflite(path)
     parsed = parse_delegate_log(child.log)
     where = f"litert-gpu/webgpu on {driver.name}"
@@ -514,8 +505,7 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [
         f"GPU delegate ({result['verified_on']}): "
         + ("fully accelerated" if result["fully_accelerated"] else "NOT fully accelerated"),
-        f"  ops: {result['ops_on_gpu']} of {result['ops_total']} on the GPU, "
-        f"{result['partitions']} GPU partition(s)",
+        f"  ops: {result['ops_on_gpu']} of {result['ops_total']} on the GPU, {result['partitions']} GPU partition(s)",
     ]
     for u in result["unsupported"]:
         lines.append(f"  {u['op']} x{u.get('count', 1)}: {u['reason']}")

@@ -114,9 +114,7 @@ def convert_to_bytes(
     """Convert an (already legalized) program to a float32 .tflite flatbuffer."""
     lt = _quiet_litert_torch()
     if len(example_inputs) != len(input_names):
-        raise MirrorError(
-            f"{len(example_inputs)} example inputs but {len(input_names)} input names"
-        )
+        raise MirrorError(f"{len(example_inputs)} example inputs but {len(input_names)} input names")
     module = _named_module(program, input_names, output_names)
     kwargs = dict(zip(input_names, example_inputs, strict=True))
     edge = lt.signature(signature_key, module, sample_kwargs=kwargs).convert()
@@ -154,9 +152,7 @@ def quantize_bytes(
     q = quantizer.Quantizer(bytearray(float_model))
     ops = qtyping.TFLOperationName.ALL_SUPPORTED
     if recipe.name == "fp16":
-        q.add_weight_only_config(
-            regex=".*", operation_name=ops, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING
-        )
+        q.add_weight_only_config(regex=".*", operation_name=ops, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
     elif recipe.name == "int8-weight":
         q.add_weight_only_config(
             regex=".*",
@@ -190,8 +186,7 @@ def quantize_bytes(
                 raise MirrorError(f"recipe {recipe.name} needs calibration samples")
             data = {
                 signature_key: [
-                    {n: np.asarray(a, np.float32) for n, a in zip(input_names, s, strict=True)}
-                    for s in calibration
+                    {n: np.asarray(a, np.float32) for n, a in zip(input_names, s, strict=True)} for s in calibration
                 ]
             }
             calibration_result = q.calibrate(data, num_threads=1)
@@ -254,9 +249,7 @@ class TFLiteEmitter:
             _, legal, legal_info, float_model = cached
         else:
             legal, legal_info = _legalize(program)
-            float_model = convert_to_bytes(
-                legal, tuple(example_inputs), input_names, output_names, key
-            )
+            float_model = convert_to_bytes(legal, tuple(example_inputs), input_names, output_names, key)
             # Keep `program` referenced so its id is not reused while cached.
             self._float_cache = {cache_key: (program, legal, legal_info, float_model)}
         t_convert = time.perf_counter() - t0
@@ -275,8 +268,7 @@ class TFLiteEmitter:
                     input_names=input_names,
                 )
                 calib_info = {
-                    "calibration": f"synthetic (value ranges from input names, seed "
-                    f"{self.calibration_seed})",
+                    "calibration": f"synthetic (value ranges from input names, seed {self.calibration_seed})",
                     "calibration_samples": len(samples),
                 }
         t1 = time.perf_counter()
@@ -300,9 +292,7 @@ class TFLiteEmitter:
             "recipe": recipe.name,
             "weights": recipe.weights,
             "activations": recipe.activations,
-            "quantizer": None
-            if recipe.name == _NO_QUANT
-            else f"ai-edge-quantizer {_ai_edge_quantizer_version()}",
+            "quantizer": None if recipe.name == _NO_QUANT else f"ai-edge-quantizer {_ai_edge_quantizer_version()}",
             "signature_key": fb.signature_key,
             "signature_inputs": [n for n, _ in fb.signature_inputs],
             "signature_outputs": [n for n, _ in fb.signature_outputs],
@@ -310,9 +300,7 @@ class TFLiteEmitter:
                 "inputs": [fb.tensors[i].name for _, i in fb.signature_inputs],
                 "outputs": [fb.tensors[i].name for _, i in fb.signature_outputs],
             },
-            "io_dtypes": {
-                n: fb.tensors[i].dtype for n, i in fb.signature_inputs + fb.signature_outputs
-            },
+            "io_dtypes": {n: fb.tensors[i].dtype for n, i in fb.signature_inputs + fb.signature_outputs},
             "layout": "NCHW",
             "ops": fb.op_histogram(),
             "ops_total": len(fb.ops),
@@ -385,12 +373,20 @@ class LiteRTRunner:
         self._out = {n: fb.tensors[i] for n, i in fb.signature_outputs}
         self._runner: Any = None
         self.last_run: dict[str, Any] = {}
+        self.last_child: Any = None
 
     # -- quantized boundaries
     @staticmethod
     def _np_dtype(dtype: str) -> Any:
-        return {"FLOAT32": np.float32, "INT8": np.int8, "UINT8": np.uint8, "INT32": np.int32,
-                "FLOAT16": np.float16, "INT16": np.int16, "BOOL": np.bool_}.get(dtype, np.float32)
+        return {
+            "FLOAT32": np.float32,
+            "INT8": np.int8,
+            "UINT8": np.uint8,
+            "INT32": np.int32,
+            "FLOAT16": np.float16,
+            "INT16": np.int16,
+            "BOOL": np.bool_,
+        }.get(dtype, np.float32)
 
     def _encode(self, name: str, x: np.ndarray) -> np.ndarray:
         t = self._in[name]
@@ -447,6 +443,7 @@ class LiteRTRunner:
             enforce_f32=self.enforce_f32,
             driver=driver,
         )
+        self.last_child = child  # verify_gpu_delegate(child=...) reads the delegate's log from it
         self.last_run = {
             "accelerator": "gpu",
             "driver": driver.describe(),

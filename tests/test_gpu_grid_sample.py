@@ -348,22 +348,24 @@ def litert_model(tmp_path_factory):
 
 @pytest.mark.slow
 def test_litert_model_is_gpu_legal(litert_model):
-    from mirror.targets.tflite_ops import gpu_delegate_problems, tflite_ops
+    from mirror.targets.gpu_delegate import check_static, read_tflite
 
     path, inputs, want = litert_model
-    ops = tflite_ops(path)
-    kinds = {op["op"] for op in ops}
+    graph = read_tflite(path)
+    kinds = {op.name for op in graph.ops}
     assert "GATHER" in kinds and "GATHER_ND" not in kinds
     consumers_of_int32 = {"CAST", "GATHER", "ONE_HOT"}
-    for op in ops:
-        for t in op["inputs"] + op["outputs"]:
-            assert len(t["shape"]) < 5, op
-        if op["op"] == "GATHER":
-            idx = op["inputs"][1]
-            assert op["version"] == 1 and idx["dtype"] == "INT32" and len(idx["shape"]) == 1
-        if op["op"] not in consumers_of_int32:
-            assert not any(t["dtype"] == "INT32" and not t["const"] for t in op["inputs"]), op
-    assert gpu_delegate_problems(path) == []
+    for op in graph.ops:
+        tensors = [graph.tensors[i] for i in op.inputs + op.outputs if i >= 0]
+        assert all(len(t.shape) < 5 for t in tensors), op
+        if op.name == "GATHER":
+            idx = graph.tensors[op.inputs[1]]
+            assert op.version == 1 and idx.dtype == "INT32" and len(idx.shape) == 1
+        if op.name not in consumers_of_int32:
+            assert not any(graph.tensors[i].dtype == "INT32" and not graph.tensors[i].constant
+                           for i in op.inputs if i >= 0), op
+    verdict = check_static(path, profile="classic")
+    assert verdict["fully_accelerated"], verdict["unsupported"]
 
     with tempfile.TemporaryDirectory() as d:
         cpu = run_litert(path, inputs, "cpu", Path(d))
