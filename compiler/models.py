@@ -63,7 +63,8 @@ def builtin_unit(cfg: GraphConfig, seed: int) -> CompileUnit:
     size = cfg.size
 
     def make_inputs(s: int) -> tuple[torch.Tensor, ...]:
-        return graphs.example_inputs(cfg.name, seed=s, size=size)
+        # Image-like inputs: reduced-precision parity is judged on pictures, not on noise.
+        return graphs.example_inputs(cfg.name, seed=s, size=size, smooth=True)
 
     return CompileUnit(
         name=cfg.name,

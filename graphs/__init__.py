@@ -157,26 +157,43 @@ def load(name: str, checkpoint: str | Path | None = None, seed: int = 0, **optio
     return module.eval()
 
 
-def example_inputs(name: str, seed: int = 0, size: tuple[int, int] | None = None) -> tuple[torch.Tensor, ...]:
+def example_inputs(
+    name: str, seed: int = 0, size: tuple[int, int] | None = None, smooth: bool = False
+) -> tuple[torch.Tensor, ...]:
     """Random inputs that respect each input's kind (images in [-1, 1], one-hot parsing,
-    binary masks), in the graph's input order. Deterministic for a seed."""
+    binary masks), in the graph's input order. Deterministic for a seed.
+
+    ``smooth=True`` draws image-like inputs: fields varying over a few pixels (noise at a
+    quarter of the resolution, upsampled), masks and parsings made of regions. Pixel-wise
+    i.i.d. noise is the harshest case for resampling (any sub-pixel rounding of a sampling
+    position becomes a large intensity error) and no photo looks like it.
+    """
     gen = torch.Generator().manual_seed(seed)
     tensors = []
     for t in spec(name).inputs:
         shape = t.shape if size is None else (*t.shape[:2], *size)
-        tensors.append(random_tensor(t.kind, shape, gen))
+        tensors.append(random_tensor(t.kind, shape, gen, smooth=smooth))
     return tuple(tensors)
 
 
-def random_tensor(kind: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-    """A random tensor of a TensorSpec kind."""
+def _field(shape: tuple[int, ...], gen: torch.Generator, smooth: bool) -> torch.Tensor:
+    """Uniform noise in [0, 1): per pixel, or at 1/4 resolution upsampled (smooth)."""
+    if not smooth:
+        return torch.rand(shape, generator=gen)
+    n, c, h, w = shape
+    coarse = torch.rand((n, c, max(h // 4, 1), max(w // 4, 1)), generator=gen)
+    return nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def random_tensor(kind: str, shape: tuple[int, ...], gen: torch.Generator, smooth: bool = False) -> torch.Tensor:
+    """A random tensor of a TensorSpec kind (see ``example_inputs`` for ``smooth``)."""
     if kind == "image":
-        return torch.rand(shape, generator=gen) * 2 - 1
+        return _field(shape, gen, smooth) * 2 - 1
     if kind == "mask":
-        return (torch.rand(shape, generator=gen) > 0.5).float()
+        return (_field(shape, gen, smooth) > 0.5).float()
     if kind == "onehot":
-        labels = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=gen)
+        labels = _field(shape, gen, smooth).argmax(dim=1)
         return nn.functional.one_hot(labels, shape[1]).permute(0, 3, 1, 2).float()
     if kind == "grid":
-        return torch.rand(shape, generator=gen) * 2.4 - 1.2
+        return _field(shape, gen, smooth) * 2.4 - 1.2
     raise ValueError(f"no random generator for tensor kind {kind!r}")
