@@ -10,10 +10,12 @@ Modules: video (y4m/npy input, 960x540 canvas), imgproc (filters, pyramids, resi
 keypoints (Shi-Tomasi + greedy NMS), lk (pyramidal Lucas-Kanade), tps (thin-plate
 splines), remap (nearest/bilinear/bicubic remap, compositing), triggers (WE/KE),
 crop (256x192 DNN crops), preview, store (context store), replay (Runtime),
-synthetic (clips with known motion for tests and self-checks).
+perf (opt-in allocator tuning), synthetic (clips with known motion for tests and
+self-checks).
 """
 
 from .lk import LKParams, track
+from .perf import tune_allocator
 from .preview import Preview, PreviewResult, VitoffConfig, run_preview
 from .replay import KeyframeRequest, iter_replay, replay
 from .store import ContextStore, open_store, write_store
@@ -22,5 +24,5 @@ from .tps import TPS, TPSDegenerate, fit_tps
 __all__ = [
     "ContextStore", "KeyframeRequest", "LKParams", "Preview", "PreviewResult", "TPS",
     "TPSDegenerate", "VitoffConfig", "fit_tps", "iter_replay", "open_store", "replay",
-    "run_preview", "track", "write_store",
+    "run_preview", "track", "tune_allocator", "write_store",
 ]
