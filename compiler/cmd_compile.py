@@ -63,8 +63,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _quiet_converters() -> None:
+    """Keep the terminal for MIRROR's progress: the converters' deprecation chatter and
+    info logs say nothing the report does not (errors still surface)."""
+    import logging
+    import os
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*[Tt]orch version.*")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # LiteRT converter info lines
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    for name in ("coremltools", "onnxscript", "torch.onnx", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def run(args: argparse.Namespace) -> int:
     from mirror.compiler.config import load_config
+
+    _quiet_converters()
     from mirror.compiler.driver import Progress, compile_all
 
     config = load_config(
