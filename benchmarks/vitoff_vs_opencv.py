@@ -40,11 +40,11 @@ from mirror.runtime.imgproc import rgb_to_gray
 from mirror.runtime.keypoints import detect_keypoints, roi_mask
 from mirror.runtime.lk import LKParams, crop_rect, track
 from mirror.runtime.perf import tune_allocator
-from mirror.runtime.remap import Source, remap
+from mirror.runtime.remap import Source
 from mirror.runtime.replay import paste, warp_colour, warp_mask
 from mirror.runtime.synthetic import Motion, SyntheticClip
 from mirror.runtime.tps import fit_tps
-from mirror.runtime.triggers import box_lattice, keypoint_error, ncc
+from mirror.runtime.triggers import box_lattice, keypoint_error, warp_ncc
 
 STAGES = ("gray", "lk", "ke", "tps", "we", "remap", "composite")
 _CRIT = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03)
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ys, xs = np.nonzero(clip.body_mask(0)[y0 : y0 + bh, x0 : x0 + bw])
     key_mask[ys, xs] = 1.0
     key_src, key_msk = Source(key_rgb), Source(key_mask)
+    key_gray_src = Source(g0)
     key_rgb_u8 = np.ascontiguousarray(frames[0][y0 : y0 + bh, x0 : x0 + bw])
 
     ours = {s: [] for s in STAGES}
@@ -176,12 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         # we: NCC of the current crop and the keyframe remapped on the stride-4 lattice;
         # the lattice TPS grid is numpy on both sides, sampling + NCC differ.
         lxs, lys = box_lattice(box, gray.shape, 4)
-        key_gray = g0
 
-        def we_ours():
+        def we_ours():  # Preview's code path (the keyframe Source is prepared per keyframe)
             gmx, gmy = spline.grid_at(lxs, lys)
-            w = remap(key_gray, gmx, gmy, "bilinear")
-            return ncc(gray[lys[:, None], lxs[None, :]], w)
+            return warp_ncc(gray, key_gray_src, lxs, lys, gmx, gmy)
 
         def we_cv2():
             gmx, gmy = spline.grid_at(lxs, lys)

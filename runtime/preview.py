@@ -30,6 +30,7 @@ from .crop import DNN_H, DNN_W, box_pixels, letterbox_paddings, to_dnn
 from .imgproc import rgb_to_gray
 from .keypoints import detect_keypoints, keypoint_mask_from_parsing, roi_mask
 from .lk import LKParams, track
+from .remap import Source
 from .tps import TPSDegenerate, fit_tps
 from .triggers import KE_THRESHOLD, box_lattice, calibrate_ncc_threshold, keypoint_error, warp_ncc
 from .video import FRAME_H, FRAME_W
@@ -158,9 +159,11 @@ class Preview:
         t0 = time.perf_counter()
         pts = detect_keypoints(gray, mask, self.cfg.max_points, self.cfg.min_distance,
                                self.cfg.quality)
-        thr = calibrate_ncc_threshold(gray, box, self.cfg.ncc_stride, self.cfg.calibration_shift)
+        key_src = Source(gray)  # prepared once, sampled by WE on every frame until the next keyframe
+        thr = calibrate_ncc_threshold(gray, box, self.cfg.ncc_stride, self.cfg.calibration_shift,
+                                      key_src)
         timings["detect"] += (time.perf_counter() - t0) * 1e3
-        self._state = {"key": self._t, "key_gray": gray, "key_box": box.copy(), "box": box,
+        self._state = {"key": self._t, "key_src": key_src, "key_box": box.copy(), "box": box,
                        "pts": pts.astype(np.float64), "key_pts": pts.astype(np.float64),
                        "thr": thr, "crop": crop}
 
@@ -203,7 +206,7 @@ class Preview:
                 t0 = time.perf_counter()
                 xs, ys = box_lattice(st["box"], gray.shape, cfg.ncc_stride)
                 mx, my = spline.grid_at(xs, ys)
-                ncc_val = warp_ncc(gray, st["key_gray"], xs, ys, mx, my)
+                ncc_val = warp_ncc(gray, st["key_src"], xs, ys, mx, my)
                 timings["ncc"] = (time.perf_counter() - t0) * 1e3
                 if ncc_val < st["thr"]:
                     reason = f"WE: NCC {ncc_val:.3f} < {st['thr']:.3f}"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .remap import remap
+from .remap import Source, remap
 from .tps import TPS, TPSDegenerate, fit_tps
 
 KE_THRESHOLD = 0.1
@@ -58,20 +58,25 @@ def box_lattice(box: np.ndarray, frame_shape: tuple[int, int], stride: int) -> t
     return xs, ys
 
 
-def warp_ncc(cur_gray: np.ndarray, key_gray: np.ndarray, xs: np.ndarray, ys: np.ndarray,
+def warp_ncc(cur_gray: np.ndarray, key: np.ndarray | Source, xs: np.ndarray, ys: np.ndarray,
              map_x: np.ndarray, map_y: np.ndarray) -> float:
-    """NCC between the current crop at (xs, ys) and the keyframe sampled at (map_x, map_y)."""
+    """NCC between the current crop at (xs, ys) and the keyframe sampled at (map_x, map_y).
+
+    `key` is the keyframe's gray image or a Source prepared from it (reused per keyframe).
+    Lattice points whose keyframe position falls outside the keyframe are left out.
+    """
     if xs.size == 0 or ys.size == 0:
         return 0.0
     cur = cur_gray[ys[:, None], xs[None, :]]
-    kh, kw = key_gray.shape
-    valid = (map_x >= 0) & (map_x <= kw - 1) & (map_y >= 0) & (map_y <= kh - 1)
-    warped = remap(key_gray, map_x, map_y, "bilinear")
+    src = key if isinstance(key, Source) else Source(key)
+    valid = (map_x >= 0) & (map_x <= src.w - 1) & (map_y >= 0) & (map_y <= src.h - 1)
+    warped = remap(src, map_x, map_y, "bilinear")
     return ncc(cur, warped, valid)
 
 
 def calibrate_ncc_threshold(key_gray: np.ndarray, box: np.ndarray, stride: int = 4,
-                            shift: float = CALIBRATION_SHIFT_PX) -> float:
+                            shift: float = CALIBRATION_SHIFT_PX,
+                            key: Source | None = None) -> float:
     """The NCC the keyframe crop has with itself when every keypoint moves by `shift` px.
 
     A uniform shift of all keypoints makes the TPS a pure translation, so this is the NCC
@@ -80,8 +85,9 @@ def calibrate_ncc_threshold(key_gray: np.ndarray, box: np.ndarray, stride: int =
     xs, ys = box_lattice(box, key_gray.shape, stride)
     if xs.size == 0 or ys.size == 0:
         return 1.0
+    src = key if key is not None else Source(key_gray)
     gx, gy = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
-    vals = [warp_ncc(key_gray, key_gray, xs, ys, gx + dx, gy + dy)
+    vals = [warp_ncc(key_gray, src, xs, ys, gx + dx, gy + dy)
             for dx, dy in ((shift, 0.0), (0.0, shift))]
     return float(np.mean(vals))
 
