@@ -1,7 +1,12 @@
 """Core ML target: an ``.mlpackage`` (ML program) from the transformed ExportedProgram.
 
 Conversion: ``drop_aliases`` (``.detach()`` exports as ``aten.alias``, which coremltools 9
-rejects), ``run_decompositions({})``, then ``ct.convert(convert_to="mlprogram",
+rejects), ``run_decompositions({})``, user inputs recorded with a non-contiguous layout
+(a channels-last or permuted example input) re-declared contiguous (coremltools 9 rejects any
+other dim order; ``contiguous_user_inputs``), the core-ATen overloads coremltools 9 lacks
+(``where.ScalarOther``) routed to its existing translations (``register_missing_torch_ops``),
+integer clamp bounds on float tensors made floats (``float_clamp_bounds``),
+then ``ct.convert(convert_to="mlprogram",
 minimum_deployment_target=iOS16+)`` with float32 inputs/outputs named as the graph's.
 
 Precisions ("recipes"):
@@ -156,7 +161,9 @@ class CoreMLEmitter:
             "weight_threshold": self.weight_threshold,
         }
 
-        program, n_grid = _prepare(program, graph)
+        program, n_grid, relaid = _prepare(program, graph)
+        if relaid:
+            info["inputs_made_contiguous"] = relaid
         if sampler == "decomposed" and n_grid:
             raise MirrorError(
                 f"Core ML target: {graph} still has {n_grid} grid_sample op(s) but sampler='decomposed';"
@@ -244,6 +251,7 @@ class CoreMLEmitter:
 
             compute_precision = ct.transform.FP16ComputePrecision(op_selector=to_fp16)
 
+        register_missing_torch_ops()
         inputs = [
             ct.TensorType(name=n, shape=tuple(int(d) for d in t.shape), dtype=np.float32)
             for n, t in zip(input_names, example_inputs, strict=True)
@@ -270,13 +278,16 @@ class CoreMLEmitter:
 # --------------------------------------------------------------------------------------
 
 
-def _prepare(program: Any, graph: str) -> tuple[Any, int]:
-    """Drop alias nodes, decompose to core ATen; count grid samplers left."""
+def _prepare(program: Any, graph: str) -> tuple[Any, int, list[str]]:
+    """Drop alias nodes, decompose to core ATen, give user inputs a contiguous layout;
+    count grid samplers left. Returns (program, grid samplers, inputs re-laid out)."""
     from mirror.passes.cleanup import drop_aliases
 
     try:
         program = drop_aliases(program).program
         program = program.run_decompositions({})
+        relaid = contiguous_user_inputs(program)
+        float_clamp_bounds(program)
     except Exception as exc:  # noqa: BLE001
         raise MirrorError(f"Core ML target: preparing {graph} failed: {_one_line(exc)}") from exc
     n_grid = sum(
@@ -284,7 +295,104 @@ def _prepare(program: Any, graph: str) -> tuple[Any, int]:
         for n in program.graph.nodes
         if n.op == "call_function" and "grid_sampler" in str(getattr(n.target, "__name__", n.target))
     )
-    return program, n_grid
+    return program, n_grid, relaid
+
+
+def contiguous_user_inputs(program: Any) -> list[str]:
+    """Give every user-input placeholder of ``program`` a contiguous (row-major) value; in place.
+
+    ``torch.export`` records the strides of the example inputs it was traced with, so a
+    channels-last or permuted example (``one_hot(...).permute(0, 3, 1, 2)``,
+    ``x.to(memory_format=torch.channels_last)``) makes the placeholder's ``dim_order()``
+    something other than ``(0, 1, ..., n-1)``. coremltools 9 refuses such an input outright
+    ("Core ML does not have general support for non-contiguous dim order"), although the
+    strides are irrelevant to it: a Core ML input is a dense MLMultiArray in logical (row-major)
+    order and every aten op of the program is defined on logical values. Only the recorded
+    layout changes here; the graph and its results do not. Interior values (permute outputs,
+    strided views) are not checked by coremltools and are left alone.
+
+    Returns the names of the placeholders that were re-laid out.
+    """
+    import torch
+    from torch._guards import detect_fake_mode
+    from torch.export.graph_signature import InputKind
+
+    user = {s.arg.name for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT}
+    changed: list[str] = []
+    for node in program.graph.nodes:
+        if node.op != "placeholder" or node.name not in user:
+            continue
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor) or val.dim_order() == tuple(range(val.dim())):
+            continue
+        fake_mode = detect_fake_mode([val])
+        with fake_mode if fake_mode is not None else contextlib.nullcontext():
+            dense = torch.empty(val.shape, dtype=val.dtype, device=val.device)
+        node.meta["val"] = dense
+        if "tensor_meta" in node.meta:
+            from torch.fx.passes.shape_prop import _extract_tensor_metadata
+
+            node.meta["tensor_meta"] = _extract_tensor_metadata(dense)
+        changed.append(node.name)
+    return changed
+
+
+def float_clamp_bounds(program: Any) -> int:
+    """Make an integer ``clamp_min``/``clamp_max`` bound on a floating tensor a float; in place.
+
+    ``torch.clamp_max(x, 127)`` on a float ``x`` is valid torch (the result stays float), but
+    coremltools 9 translates ``clamp_min``/``clamp_max`` with ``assert x.dtype == y.dtype``
+    and fails with a bare AssertionError (its ``clamp``, ``minimum`` and ``maximum`` promote).
+    The bound becomes the equal Python float, which is what torch computes with anyway.
+    Returns how many nodes were changed.
+    """
+    import torch
+
+    aten = torch.ops.aten
+    targets = (aten.clamp_min.default, aten.clamp_max.default)
+    changed = 0
+    for node in program.graph.nodes:
+        if node.op != "call_function" or node.target not in targets or len(node.args) < 2:
+            continue
+        x, bound = node.args[0], node.args[1]
+        val = getattr(x, "meta", {}).get("val")
+        if (
+            isinstance(bound, int)
+            and not isinstance(bound, bool)
+            and isinstance(val, torch.Tensor)
+            and val.dtype.is_floating_point
+        ):
+            node.args = (x, float(bound), *node.args[2:])
+            changed += 1
+    if changed:
+        program.graph_module.recompile()
+    return changed
+
+
+def register_missing_torch_ops() -> list[str]:
+    """Teach coremltools the core-ATen overloads it lacks; returns the ones added (idempotent).
+
+    ``aten.where.ScalarOther`` (``torch.where(cond, x, 0.0)``: a Python number as the
+    "else" value, e.g. a clamp written as a select) is what ``run_decompositions`` leaves,
+    and coremltools 9 has ``where.self``/``where.ScalarSelf`` but not it ("Unsupported fx
+    node where, kind where.scalarother"). coremltools' own ``where`` translation already
+    promotes dtypes and broadcasts a scalar operand, so the overload is routed to it through
+    the public ``register_torch_op``. A coremltools release that handles it natively keeps
+    its own translation.
+    """
+    from coremltools.converters.mil.frontend.torch import ops as ct_ops
+    from coremltools.converters.mil.frontend.torch import register_torch_op
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+
+    added: list[str] = []
+    if _TORCH_OPS_REGISTRY.get_func("where.scalarother") is None:
+
+        def mirror_where_scalarother(context: Any, node: Any) -> None:
+            ct_ops.where(context, node)
+
+        register_torch_op(mirror_where_scalarother, torch_alias=["where.scalarother"])
+        added.append("where.scalarother")
+    return added
 
 
 def _compress(mlmodel: Any, precision: str, weight_threshold: int, graph: str) -> tuple[Any, dict[str, Any]]:

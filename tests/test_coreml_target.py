@@ -24,6 +24,7 @@ from mirror.targets.coreml import (  # noqa: E402
     NOT_RUN_REASON,
     CoreMLEmitter,
     CoreMLRunner,
+    contiguous_user_inputs,
     coreml_op_dtypes,
     coreml_op_summary,
     coreml_package_info,
@@ -210,6 +211,106 @@ def test_not_reproducible_when_asked(programs, example, tmp_path):
                 input_names=IN, output_names=OUT)
     assert a.info["sha256"] != b.info["sha256"]
     assert a.info["deterministic"] is False
+
+
+# ------------------------------------------------------------------------------------------
+# Layouts and scalar operands that coremltools 9 rejects on its own
+
+
+class PermutedSampler(nn.Module):
+    """A one-hot map predicts a flow; an NHWC image is warped between permutes:
+    permute -> grid_sample -> permute, as mobile models written channels-last do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flow = nn.Conv2d(7, 2, 3, padding=1)
+
+    def forward(self, parsing, cloth_nhwc):
+        cloth = cloth_nhwc.permute(0, 3, 1, 2)
+        grid = torch.tanh(self.flow(parsing)).permute(0, 2, 3, 1)
+        return F.grid_sample(cloth, grid, align_corners=False).permute(0, 2, 3, 1)
+
+
+def _onehot_channels_last(n: int, c: int, h: int, w: int) -> torch.Tensor:
+    """A one-hot map built the usual way: strides of a channels-last tensor."""
+    labels = torch.randint(0, c, (n, h, w), generator=torch.Generator().manual_seed(0))
+    x = F.one_hot(labels, c).permute(0, 3, 1, 2).float()
+    assert not x.is_contiguous()
+    return x
+
+
+@pytest.fixture(scope="module")
+def permuted_example():
+    g = torch.Generator().manual_seed(1)
+    return (_onehot_channels_last(1, 7, 32, 24), torch.rand(1, 32, 24, 3, generator=g) * 2 - 1)
+
+
+def test_non_contiguous_user_inputs_are_redeclared_contiguous(permuted_example):
+    """torch.export records the example's strides on the placeholder; the emitter's
+    legalization gives it the row-major layout a Core ML input has."""
+    torch.manual_seed(0)
+    model = PermutedSampler().eval()
+    ep = torch.export.export(model, permuted_example).run_decompositions({})
+    ph = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    assert ph["parsing"].meta["val"].dim_order() == (0, 2, 3, 1)
+    assert contiguous_user_inputs(ep) == ["parsing"]
+    assert ph["parsing"].meta["val"].dim_order() == (0, 1, 2, 3)
+    assert tuple(ph["parsing"].meta["val"].shape) == (1, 7, 32, 24)
+    assert contiguous_user_inputs(ep) == []  # idempotent
+    # only the recorded layout changed: dense inputs give the model's result
+    dense = tuple(t.contiguous() for t in permuted_example)
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(*dense), model(*permuted_example))
+
+
+@pytest.mark.slow
+def test_channels_last_input_and_permuted_sampler_convert(permuted_example, tmp_path):
+    """Regression: a channels-last example input ("non-contiguous dim order") and the
+    gpu_grid_sample decomposition (where(c, x, <scalar>), clamp_max(x, <int>)) used to stop
+    coremltools 9; both samplers now convert in fp16."""
+    from mirror.passes.base import run_pipeline
+    from mirror.passes.registry import PIPELINES
+
+    torch.manual_seed(0)
+    model = PermutedSampler().eval()
+    ep = torch.export.export(model, permuted_example)
+    names, out = ["parsing", "cloth"], ["warped"]
+
+    native = CoreMLEmitter().emit(ep, "native", "fp16", tmp_path, example_inputs=permuted_example,
+                                  input_names=names, output_names=out, sampler="resample")
+    assert native.info["inputs_made_contiguous"] == ["parsing"]
+    assert native.info["sampler"] == "resample"
+
+    prog, _ = run_pipeline(ep, PIPELINES["default"], "permuted")
+    targets = {str(n.target) for n in prog.run_decompositions({}).graph.nodes if n.op == "call_function"}
+    assert "aten.grid_sampler_2d.default" not in targets
+    art = CoreMLEmitter().emit(prog, "permuted", "fp16", tmp_path, example_inputs=permuted_example,
+                               input_names=names, output_names=out, sampler="decomposed")
+    assert art.info["inputs_made_contiguous"] == ["parsing"]
+    assert art.info["sampler"] == "decomposed" and art.info["fp32_ops"]
+    info = coreml_package_info(art.path)
+    assert [(i["name"], i["shape"]) for i in info["inputs"]] == [
+        ("parsing", [1, 7, 32, 24]), ("cloth", [1, 32, 24, 3])]
+    assert [(o["name"], o["shape"]) for o in info["outputs"]] == [("warped", [1, 32, 24, 3])]
+
+
+class ScalarOperands(nn.Module):
+    def forward(self, x):
+        return torch.clamp_min(torch.clamp_max(torch.where(x > 0.25, x, 0), 3), -1) * 2
+
+
+@pytest.mark.slow
+def test_scalar_where_and_integer_clamp_bounds_convert(tmp_path):
+    """aten.where.ScalarOther is unknown to coremltools 9 and its clamp_min/clamp_max assert
+    equal dtypes; the emitter legalizes both."""
+    x = (torch.randn(1, 4, 8, 8),)
+    ep = torch.export.export(ScalarOperands(), x)
+    targets = {str(n.target) for n in ep.run_decompositions({}).graph.nodes if n.op == "call_function"}
+    assert "aten.where.ScalarOther" in targets
+    art = CoreMLEmitter().emit(ep, "scalars", "fp32", tmp_path, example_inputs=x,
+                               input_names=["x"], output_names=["y"])
+    ops = art.info["ops"]
+    assert ops.get("select") and (ops.get("minimum") or ops.get("clip"))
 
 
 def test_runner_is_honest_about_macos_only(tmp_path):
