@@ -1,4 +1,4 @@
-"""Process-level tuning for VITOFF's numpy workload.
+"""Process-level tuning for VITOFF's numpy workload: allocator settings and worker threads.
 
 VITOFF's stages create many short-lived arrays of 0.1-2 MB per frame. glibc's malloc
 serves blocks that large with fresh mmap() pages and gives freed memory back to the
@@ -13,7 +13,11 @@ It does nothing (and returns False) where the C library is not glibc.
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -32,3 +36,65 @@ def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 512 << 
     mallopt.restype = ctypes.c_int
     ok = mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
     return bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1 and ok)
+
+
+# Worker threads for the big per-pixel stages (dense TPS grid, bicubic remap). numpy
+# releases the GIL inside its array operations, so row blocks of those stages run on
+# several cores at once; every output element is computed by the same operations as on
+# one thread, so results are identical for any worker count.
+_workers: int | None = None
+_pool: ThreadPoolExecutor | None = None
+_lock = threading.Lock()
+
+
+def _default_workers() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(4, n))
+
+
+def set_workers(n: int | None) -> None:
+    """Threads used by the per-pixel stages: n >= 1, or None for the default (cores, at most 4)."""
+    global _workers, _pool
+    if n is not None and n < 1:
+        raise ValueError(f"workers must be >= 1, got {n}")
+    if _pool is not None:
+        _pool.shutdown(wait=True)
+        _pool = None
+    _workers = n
+
+
+def workers() -> int:
+    """The number of threads the per-pixel stages use (see set_workers)."""
+    global _workers
+    if _workers is None:
+        _workers = _default_workers()
+    return _workers
+
+
+def run_split(fn: Callable[[int, int], object], n: int, grain: int) -> None:
+    """Call fn(start, stop) over [0, n) split into contiguous parts, one per worker thread.
+
+    Parts have at least `grain` items (fewer parts otherwise); the calling thread runs the
+    first part itself. fn must write disjoint outputs per range.
+    """
+    global _pool
+    parts = min(workers(), n // max(1, grain))
+    if parts <= 1:
+        fn(0, n)
+        return
+    with _lock:
+        if _pool is None or _pool._max_workers < parts - 1:  # noqa: SLF001
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=workers() - 1, thread_name_prefix="vitoff")
+        pool = _pool
+    cuts = [n * i // parts for i in range(parts + 1)]
+    futures = [pool.submit(fn, a, b) for a, b in zip(cuts[1:-1], cuts[2:])]
+    try:
+        fn(cuts[0], cuts[1])
+    finally:
+        for f in futures:
+            f.result()

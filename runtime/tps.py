@@ -11,7 +11,7 @@ log term is absorbed by the affine part), and the system is far better condition
 
 Degenerate configurations (fewer than 3 points, coincident or collinear points, an
 ill-conditioned system) raise TPSDegenerate so the caller asks for the DNN instead.
-Dense evaluation is vectorized over [rows, cols, N] in float32, in row chunks.
+Dense evaluation is vectorized over [N, rows, cols] in float32, in row chunks.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .perf import run_split
 
 _TINY32 = np.float32(1e-30)
 
@@ -54,7 +56,7 @@ class TPS:
         return tps_kernel(r2) @ self.coef[:n] + self.coef[n] + q @ self.coef[n + 1 :]
 
     def grid(self, x0: int, y0: int, width: int, height: int, step: int = 1,
-             chunk_elems: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+             chunk_elems: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
         """Dense grid over pixels x0..x0+width-1, y0..y0+height-1: (map_x, map_y) float32 [h,w].
 
         step=1 evaluates the spline at every pixel (exact). step=k evaluates it every k
@@ -71,36 +73,46 @@ class TPS:
         return self.grid_at(x0 + np.arange(width), y0 + np.arange(height), chunk_elems)
 
     def grid_at(self, xs: np.ndarray, ys: np.ndarray,
-                chunk_elems: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+                chunk_elems: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
         """Evaluate on the lattice xs x ys (pixel coordinates): (map_x, map_y) [len(ys), len(xs)].
 
-        Per row chunk: r^2 as an outer sum of per-column and per-row squared offsets, one
-        in-place log and multiply, then one [pixels, N] x [N, 2] product. Chunks of about
-        2^18 kernel values stay in cache. The 1e-30 added to the column term keeps
-        log finite where a pixel sits exactly on a control point (U -> 0 there).
+        Kernel values are laid out [N, rows, cols], so every array operation runs along
+        whole rows: per row chunk, r^2 as an outer sum of per-row and per-column squared
+        offsets, one in-place log and multiply, then one [2, N] x [N, pixels] product
+        that writes map_x and map_y directly. Chunks of about `chunk_elems` kernel values
+        stay in cache and keep the product under OpenBLAS's threading threshold; row
+        blocks run on the worker threads (runtime.perf.set_workers). The 1e-30 added to
+        the column term keeps log finite where a pixel sits exactly on a control point
+        (U -> 0 there).
         """
         n = self.n
         xn = ((np.asarray(xs) - self.center[0]) / self.scale).astype(np.float32)
         yn = ((np.asarray(ys) - self.center[1]) / self.scale).astype(np.float32)
         c = self.ctrl.astype(np.float32)
-        dx2 = (xn[:, None] - c[None, :, 0]) ** 2 + np.float32(1e-30)  # [w,N]
-        dy2 = (yn[:, None] - c[None, :, 1]) ** 2  # [h,N]
-        wk = (0.5 * self.coef[:n]).astype(np.float32)
-        h, w = len(yn), len(xn)
-        out = np.empty((h, w, 2), np.float32)
-        rows = max(1, chunk_elems // max(1, w * n))
-        buf = np.empty((min(rows, h), w, n), np.float32)
-        lg = np.empty_like(buf)
-        for r0 in range(0, h, rows):  # row chunks bound the [rows, w, N] temporary
-            k = min(rows, h - r0)
-            r2 = np.add(dy2[r0 : r0 + k, None, :], dx2[None, :, :], out=buf[:k])
-            u = np.log(r2, out=lg[:k])
-            u *= r2
-            np.matmul(u.reshape(-1, n), wk, out=out[r0 : r0 + k].reshape(-1, 2))
+        dx2 = (xn[None, :] - c[:, 0, None]) ** 2 + np.float32(1e-30)  # [N,w]
+        dy2 = (yn[None, :] - c[:, 1, None]) ** 2  # [N,h]
+        wk = np.ascontiguousarray((0.5 * self.coef[:n]).T, dtype=np.float32)  # [2,N]
         a = self.coef[n:].astype(np.float32)
-        map_x = out[..., 0] + (a[0, 0] + a[1, 0] * xn[None, :] + a[2, 0] * yn[:, None])
-        map_y = out[..., 1] + (a[0, 1] + a[1, 1] * xn[None, :] + a[2, 1] * yn[:, None])
-        return map_x, map_y
+        h, w = len(yn), len(xn)
+        out = np.empty((2, h, w), np.float32)
+        rows = max(1, chunk_elems // max(1, w * n))
+
+        def block(r_start: int, r_stop: int) -> None:
+            buf = np.empty((n, min(rows, r_stop - r_start), w), np.float32)
+            lg = np.empty_like(buf)
+            for r0 in range(r_start, r_stop, rows):  # row chunks bound the [N, rows, w] temporaries
+                k = min(rows, r_stop - r0)
+                r2 = np.add(dy2[:, r0 : r0 + k, None], dx2[:, None, :], out=buf[:, :k])
+                u = np.log(r2, out=lg[:, :k])
+                u *= r2
+                np.matmul(wk, u.reshape(n, k * w), out=out[:, r0 : r0 + k].reshape(2, k * w))
+            for j in range(2):  # affine part
+                o = out[j, r_start:r_stop]
+                o += a[2, j] * yn[r_start:r_stop, None] + a[0, j]
+                o += a[1, j] * xn[None, :]
+
+        run_split(block, h, max(rows, 16))
+        return out[0], out[1]
 
     def to_arrays(self, max_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fixed-size arrays for the context store: ctrl [max,2], coef [max+3,2], norm [3]."""
