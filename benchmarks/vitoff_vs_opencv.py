@@ -21,6 +21,7 @@ mask's box, the points' box plus the LK margin), so the comparison is of the
 implementations, not of how much of the frame each one looks at.
 
 Usage: python benchmarks/vitoff_vs_opencv.py [--frames N] [--repeat R] [--cv2-threads K]
+                                             [--workers K]
 """
 
 # The timed closures are called immediately, inside the iteration that defines them.
@@ -39,7 +40,7 @@ import numpy as np
 from mirror.runtime.imgproc import rgb_to_gray
 from mirror.runtime.keypoints import detect_keypoints, roi_mask
 from mirror.runtime.lk import LKParams, crop_rect, track
-from mirror.runtime.perf import tune_allocator
+from mirror.runtime.perf import set_workers, tune_allocator, workers
 from mirror.runtime.remap import Source
 from mirror.runtime.replay import paste, warp_colour, warp_mask
 from mirror.runtime.synthetic import Motion, SyntheticClip
@@ -74,12 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=12, help="tracked frames to time")
     ap.add_argument("--repeat", type=int, default=5, help="runs per stage and frame (min taken)")
     ap.add_argument("--cv2-threads", type=int, default=None, help="cv2.setNumThreads (default: OpenCV's)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="runtime worker threads (runtime.perf.set_workers; default: cores, at most 4)")
     ap.add_argument("--no-malloc-tuning", action="store_true",
                     help="leave glibc's allocator as it is (see mirror.runtime.perf)")
     args = ap.parse_args(argv)
     tuned = False if args.no_malloc_tuning else tune_allocator()
     if args.cv2_threads is not None:
         cv2.setNumThreads(args.cv2_threads)
+    set_workers(args.workers)
 
     clip = SyntheticClip(motion=Motion())
     n = args.frames + 1
@@ -231,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"VITOFF per tracked frame, 960x540, {len(key_pts)} keypoints, body box {bw}x{bh}, "
           f"{args.frames} frames x {args.repeat} runs (min per run, median over frames); "
-          f"numpy {np.__version__}, OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads), "
-          f"malloc tuning {'on' if tuned else 'off'}")
+          f"numpy {np.__version__} ({workers()} worker threads), OpenCV {cv2.__version__} "
+          f"({cv2.getNumThreads()} threads), malloc tuning {'on' if tuned else 'off'}")
     print(f"{'stage':<10} {'numpy ms':>9} {'opencv ms':>10} {'ratio':>7}   note")
     notes = {"ke": "numpy on both sides", "tps": "numpy on both sides (fit + dense grid)"}
     tot_o = tot_c = 0.0

@@ -77,11 +77,14 @@ def workers() -> int:
 def run_split(fn: Callable[[int, int], object], n: int, grain: int) -> None:
     """Call fn(start, stop) over [0, n) split into contiguous parts, one per worker thread.
 
-    Parts have at least `grain` items (fewer parts otherwise); the calling thread runs the
-    first part itself. fn must write disjoint outputs per range.
+    Parts start at multiples of `grain` and hold at least `grain` items (fewer parts
+    otherwise), so a caller that processes each part in chunks of `grain` sees the same
+    chunks for any worker count. The calling thread runs the first part itself. fn must
+    write disjoint outputs per range.
     """
     global _pool
-    parts = min(workers(), n // max(1, grain))
+    grain = max(1, grain)
+    parts = min(workers(), n // grain)
     if parts <= 1:
         fn(0, n)
         return
@@ -91,7 +94,8 @@ def run_split(fn: Callable[[int, int], object], n: int, grain: int) -> None:
                 _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(max_workers=workers() - 1, thread_name_prefix="vitoff")
         pool = _pool
-    cuts = [n * i // parts for i in range(parts + 1)]
+    units = -(-n // grain)
+    cuts = [min(n, (units * i // parts) * grain) for i in range(parts + 1)]
     futures = [pool.submit(fn, a, b) for a, b in zip(cuts[1:-1], cuts[2:])]
     try:
         fn(cuts[0], cuts[1])

@@ -15,12 +15,15 @@ channel, from a neighbourhood table the Source builds once; its 16 weights come 
 row gathers of per-axis weight tables indexed by the coordinate's fraction in steps of
 1/4096 px (cv2 uses 1/32 px), and one multiply plus one matrix-vector product with a
 vector of ones sums the taps. That is a fraction of the numpy calls and memory traffic
-of one gather per tap, and it runs in chunks of pixels that stay in cache.
+of one gather per tap, and it runs in chunks of pixels that stay in cache, split over
+the worker threads (runtime.perf.set_workers).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .perf import run_split
 
 _A = -0.75  # OpenCV's bicubic coefficient
 
@@ -116,24 +119,28 @@ def _bicubic(src: Source, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
     corner = (_PAD - 1) * s + (_PAD - 1)  # flat offset of tap (-1, -1) of padded pixel (0, 0)
     chunk = max(1024, _CHUNK_TAPS // (16 * c))
     out = np.empty((c, m), np.float32)
-    fx = np.empty(min(m, chunk), np.float32)
-    fy = np.empty_like(fx)
-    for a in range(0, m, chunk):
-        b = min(m, a + chunk)
-        k = b - a
-        qx = np.rint(np.multiply(mx[a:b], scale, out=fx[:k]), out=fx[:k]).astype(np.intp)
-        qy = np.rint(np.multiply(my[a:b], scale, out=fy[:k]), out=fy[:k]).astype(np.intp)
-        base = qy >> bits
-        base *= s
-        base += qx >> bits
-        base += corner
-        qx &= (1 << bits) - 1
-        qy &= (1 << bits) - 1
-        w = np.take(tab_x, qx, axis=0)
-        w *= np.take(tab_y, qy, axis=0)  # [k,16] weights of the 4x4 taps
-        taps = np.take(nb, base, axis=1, mode="clip")  # [C,k,16]; in range by construction
-        taps *= w
-        out[:, a:b] = (taps.reshape(c * k, 16) @ _ONES16).reshape(c, k)
+
+    def block(start: int, stop: int) -> None:
+        fx = np.empty(min(stop - start, chunk), np.float32)
+        fy = np.empty_like(fx)
+        for a in range(start, stop, chunk):
+            b = min(stop, a + chunk)
+            k = b - a
+            qx = np.rint(np.multiply(mx[a:b], scale, out=fx[:k]), out=fx[:k]).astype(np.intp)
+            qy = np.rint(np.multiply(my[a:b], scale, out=fy[:k]), out=fy[:k]).astype(np.intp)
+            base = qy >> bits
+            base *= s
+            base += qx >> bits
+            base += corner
+            qx &= (1 << bits) - 1
+            qy &= (1 << bits) - 1
+            w = np.take(tab_x, qx, axis=0)
+            w *= np.take(tab_y, qy, axis=0)  # [k,16] weights of the 4x4 taps
+            taps = np.take(nb, base, axis=1, mode="clip")  # [C,k,16]; in range by construction
+            taps *= w
+            out[:, a:b] = (taps.reshape(c * k, 16) @ _ONES16).reshape(c, k)
+
+    run_split(block, m, chunk)
     return out
 
 

@@ -79,10 +79,14 @@ def warp_colour(colour: Source, map_x: np.ndarray, map_y: np.ndarray, sel: np.nd
 def paste(frame: np.ndarray, sel: np.ndarray, colour: np.ndarray, x0: int, y0: int,
           width: int) -> np.ndarray:
     """A copy of frame with colour [3, M] written at grid pixels sel of a grid `width` wide at (x0, y0)."""
-    height = int(sel.max()) // width + 1 if sel.size else 0
     fw = frame.shape[1]
-    offsets = ((y0 + np.arange(height))[:, None] * fw + (x0 + np.arange(width))[None, :]).ravel()
-    pix = np.take(offsets, sel) * 3  # byte offset of each pasted pixel in the frame
+    # Byte offset of each pasted pixel in the frame: grid row r starts (fw - width) pixels
+    # further on in the frame than in the grid.
+    pix = sel // width
+    pix *= fw - width
+    pix += sel
+    pix += y0 * fw + x0
+    pix *= 3
     out = frame.copy()
     flat = out.reshape(-1)
     for ch in range(3):  # three 1-D scatters: cheaper than one masked [h,w,3] copy

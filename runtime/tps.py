@@ -111,7 +111,7 @@ class TPS:
                 o += a[2, j] * yn[r_start:r_stop, None] + a[0, j]
                 o += a[1, j] * xn[None, :]
 
-        run_split(block, h, max(rows, 16))
+        run_split(block, h, rows)
         return out[0], out[1]
 
     def to_arrays(self, max_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -94,3 +94,24 @@ def test_allocator_tuning_is_harmless() -> None:
     assert took == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
     img = np.arange(12, dtype=np.float32).reshape(3, 4)
     assert remap(img, np.array([1.5], np.float32), np.array([1.0], np.float32))[0] == 5.5
+
+
+def test_worker_threads_give_identical_results() -> None:
+    from mirror.runtime.perf import set_workers, workers
+    from mirror.runtime.tps import fit_tps
+
+    rng = np.random.default_rng(11)
+    img = (rng.random((120, 90, 3)) * 255).astype(np.float32)
+    mx, my = _maps(rng, (200, 300), -5, 95, -5, 125)
+    src = rng.uniform(0, 300, (30, 2))
+    spline = fit_tps(src, src + rng.normal(0, 3, (30, 2)))
+    before = workers()
+    try:
+        set_workers(1)
+        ref = remap(Source(img), mx, my, "bicubic"), spline.grid(0, 0, 300, 200)
+        set_workers(3)
+        got = remap(Source(img), mx, my, "bicubic"), spline.grid(0, 0, 300, 200)
+    finally:
+        set_workers(before)
+    assert np.array_equal(ref[0], got[0])
+    assert np.array_equal(ref[1][0], got[1][0]) and np.array_equal(ref[1][1], got[1][1])
