@@ -122,7 +122,8 @@ def _availability(runner: Any) -> tuple[bool, str]:
     answer = runner.available()
     if isinstance(answer, tuple):
         return bool(answer[0]), str(answer[1])
-    return bool(answer), getattr(runner, "unavailable_reason", "runner unavailable on this platform")
+    reason = getattr(runner, "reason", None)
+    return bool(answer), (reason() if callable(reason) else "runner unavailable on this platform")
 
 
 def _relativize(value: Any, staging: Path) -> Any:

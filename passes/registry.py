@@ -10,12 +10,13 @@ from mirror.passes.base import PipelineSpec
 
 # Built-in passes register themselves on import.
 from mirror.passes import cleanup, strip_correlation  # noqa: F401,E402
-from mirror.passes import gpu_grid_sample  # noqa: F401,E402
+from mirror.passes import gpu_grid_sample, split_wide_conv  # noqa: F401,E402
 
 PIPELINES: dict[str, PipelineSpec] = {
     # Any exported model: make it convertible and GPU-friendly.
     "default": [
         ("drop_aliases", {}),
+        ("split_wide_conv", {"max_in_channels": 512}),
         ("gpu_grid_sample", {}),
     ],
 }
