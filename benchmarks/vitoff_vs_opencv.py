@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="runs per stage and frame (min taken)")
     ap.add_argument("--cv2-threads", type=int, default=None, help="cv2.setNumThreads (default: OpenCV's)")
     ap.add_argument("--workers", type=int, default=None,
-                    help="runtime worker threads (runtime.perf.set_workers; default: cores, at most 4)")
+                    help="runtime worker threads (runtime.perf.set_workers; default 1)")
     ap.add_argument("--no-malloc-tuning", action="store_true",
                     help="leave glibc's allocator as it is (see mirror.runtime.perf)")
     args = ap.parse_args(argv)
