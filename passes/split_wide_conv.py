@@ -31,7 +31,9 @@ def _wide(node: torch.fx.Node, max_in: int) -> bool:
 
 @register("split_wide_conv")
 def split_wide_conv(program: ExportedProgram, max_in_channels: int = 512) -> PassResult:
-    wide = [n for n in program.graph.nodes if n.op == "call_function" and n.target == _CONV2D and _wide(n, max_in_channels)]
+    wide = [
+        n for n in program.graph.nodes if n.op == "call_function" and n.target == _CONV2D and _wide(n, max_in_channels)
+    ]
     details: dict[str, Any] = {
         "max_in_channels": max_in_channels,
         "split": [{"node": n.name, "in_channels": int(n.args[1].meta["val"].shape[1])} for n in wide],

@@ -41,7 +41,9 @@ def test_split_is_exact(cin, bias, chunks):
 @pytest.mark.gpu_delegate
 def test_gpu_delegate_needs_the_split(tmp_path):
     if not SWIFTSHADER.exists():
-        pytest.skip(f"SwiftShader Vulkan driver missing ({SWIFTSHADER}); `apt-get install chromium` to run LiteRT's GPU delegate")
+        pytest.skip(
+            f"SwiftShader Vulkan driver missing ({SWIFTSHADER}); `apt-get install chromium` to run LiteRT's GPU delegate"
+        )
     import litert_torch
 
     from mirror.targets.litert_env import run_litert_child
