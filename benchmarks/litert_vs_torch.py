@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             want = module(*inputs)
         got = runner.run(feeds)
-        max_abs = max(float(np.abs(got[n] - w.numpy()).max()) for n, w in zip(graphs.spec(name).output_names, want, strict=True))
+        names = graphs.spec(name).output_names
+        max_abs = max(float(np.abs(got[n] - w.numpy()).max()) for n, w in zip(names, want, strict=True))
         totals["pytorch"] += t_torch
         totals["litert"] += t_litert
         rows.append((name, t_torch, t_litert, max_abs))

@@ -6,11 +6,9 @@ with one ``@register("name")`` function and importing it here.
 
 from __future__ import annotations
 
-from mirror.passes.base import PipelineSpec
-
 # Built-in passes register themselves on import.
-from mirror.passes import cleanup, strip_correlation  # noqa: F401,E402
-from mirror.passes import gpu_grid_sample, split_wide_conv  # noqa: F401,E402
+from mirror.passes import cleanup, gpu_grid_sample, split_wide_conv, strip_correlation  # noqa: F401
+from mirror.passes.base import PipelineSpec
 
 PIPELINES: dict[str, PipelineSpec] = {
     # Any exported model: make it convertible and GPU-friendly.

@@ -105,7 +105,7 @@ def run_split(fn: Callable[[int, int], object], n: int, grain: int) -> None:
         pool = _pool
     units = -(-n // grain)
     cuts = [min(n, (units * i // parts) * grain) for i in range(parts + 1)]
-    futures = [pool.submit(fn, a, b) for a, b in zip(cuts[1:-1], cuts[2:])]
+    futures = [pool.submit(fn, a, b) for a, b in zip(cuts[1:-1], cuts[2:], strict=True)]
     try:
         fn(cuts[0], cuts[1])
     finally:

@@ -42,7 +42,8 @@ def test_split_is_exact(cin, bias, chunks):
 def test_gpu_delegate_needs_the_split(tmp_path):
     if not SWIFTSHADER.exists():
         pytest.skip(
-            f"SwiftShader Vulkan driver missing ({SWIFTSHADER}); `apt-get install chromium` to run LiteRT's GPU delegate"
+            f"SwiftShader Vulkan driver missing ({SWIFTSHADER}); "
+            "`apt-get install chromium` to run LiteRT's GPU delegate"
         )
     import litert_torch
 
