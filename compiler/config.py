@@ -5,7 +5,7 @@ Example ``mirror.toml``::
     out = "build"
     graphs = ["warp", "gen"]              # add "parser" to compile the coarse parser too
     targets = ["tflite", "coreml", "onnx"]
-    precisions = ["fp32", "fp16", "int8"]
+    precisions = ["fp32", "fp16", "int8"]   # also: int8-full (calibrated), palettize6 (Core ML)
     seed = 0                              # seeded weights and validation inputs
     baseline = true                       # also convert with stock litert-torch, for comparison
     gpu_check = "auto"                    # real LiteRT GPU delegate if a Vulkan driver is found, else static rules
@@ -34,7 +34,8 @@ from typing import Any
 from mirror import MirrorError
 
 TARGETS = ("tflite", "coreml", "onnx")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-full", "palettize6")
+DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
 KNOWN_GRAPHS = ("warp", "gen", "parser")
 # How each target gets grid_sample (the gpu_grid_sample pass's lowering, or "native" to keep
 # grid_sample for the target's own sampler, e.g. Core ML's resample):
@@ -63,7 +64,7 @@ class CompileConfig:
     out: Path = Path("build")
     graphs: list[GraphConfig] = field(default_factory=list)
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
-    precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))
+    precisions: list[str] = field(default_factory=lambda: list(DEFAULT_PRECISIONS))
     seed: int = 0
     baseline: bool = True
     gpu_check: str = "auto"  # "auto": real delegate when a Vulkan driver is found, "static" otherwise
@@ -155,7 +156,7 @@ def load_config(path: Path | None = None, **overrides: Any) -> CompileConfig:
         out=Path(data.get("out", "build")),
         graphs=graphs,
         targets=_check_choice("target", list(data.get("targets", TARGETS)), TARGETS),
-        precisions=_check_choice("precision", list(data.get("precisions", PRECISIONS)), PRECISIONS),
+        precisions=_check_choice("precision", list(data.get("precisions", DEFAULT_PRECISIONS)), PRECISIONS),
         seed=int(data.get("seed", 0)),
         baseline=bool(data.get("baseline", True)),
         gpu_check=gpu_check,

@@ -38,6 +38,8 @@ EMITTERS = {
     "coreml": "mirror.targets.coreml:CoreMLEmitter",
 }
 VALIDATION_SEED_OFFSET = 1000  # validation inputs never equal the export's example inputs
+CALIBRATION_SEED_OFFSET = 2000  # nor the calibration set's
+CALIBRATION_SAMPLES = 8
 
 
 class Progress:
@@ -226,6 +228,27 @@ def _transform(
     return programs, records
 
 
+def _determinism(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which artifacts two runs of the same compile reproduce byte for byte, and why not."""
+    by_target: dict[str, Any] = {}
+    for a in artifacts:
+        info = a.get("info") or {}
+        if "error" in a:
+            continue
+        entry = by_target.setdefault(a["target"], {"byte_identical": True, "notes": []})
+        if info.get("deterministic") is False:
+            entry["byte_identical"] = False
+            entry["notes"].append(f"{a['path']}: {info.get('determinism_basis', 'differs between runs')}")
+        if info.get("ort_deterministic") is False:
+            entry["notes"].append(
+                f"{info.get('ort_path', 'the .ort file')}: not byte-identical (onnxruntime's ORT writer orders its "
+                "tables differently on each run); its outputs are identical, compare it by running it"
+            )
+    for entry in by_target.values():
+        entry["notes"] = sorted(set(entry["notes"]))
+    return by_target
+
+
 def units_for(config: CompileConfig) -> list[CompileUnit]:
     if config.model:
         return [user_unit(config.model)]
@@ -272,6 +295,7 @@ def _compile(config: CompileConfig, out: Path, progress: Progress) -> dict[str, 
     pass_records: list[dict[str, Any]] = []
     baselines: list[dict[str, Any]] = []
     tensors: dict[str, dict[str, Any]] = {}
+    not_built: list[str] = []
     emitters = {t: _emitter(t) for t in config.targets}
     for unit in units_for(config):
         with progress.step(f"{unit.name}: torch.export"):
@@ -285,9 +309,16 @@ def _compile(config: CompileConfig, out: Path, progress: Progress) -> dict[str, 
             "inputs": {n: list(t.shape) for n, t in zip(unit.input_names, unit.example_inputs, strict=True)},
             "outputs": {n: list(v.shape) for n, v in want.items()},
         }
+        calibration = None
+        if "int8-full" in config.precisions:  # representative, image-like inputs of this graph
+            calibration = [unit.inputs(config.seed + CALIBRATION_SEED_OFFSET + k) for k in range(CALIBRATION_SAMPLES)]
         for target, emitter in emitters.items():
             for precision in config.precisions:
                 label = f"{unit.name}: {target} {precision}"
+                supported = getattr(emitter, "precisions", None)
+                if supported is not None and precision not in supported:
+                    not_built.append(f"{unit.name}/{target}/{precision}: {target} has no {precision} recipe")
+                    continue
                 try:
                     with progress.step(f"{label}: emit"):
                         art = emitter.emit(
@@ -298,6 +329,7 @@ def _compile(config: CompileConfig, out: Path, progress: Progress) -> dict[str, 
                             example_inputs=unit.example_inputs,
                             input_names=unit.input_names,
                             output_names=unit.output_names,
+                            calibration=calibration if precision == "int8-full" else None,
                         )
                 except MirrorError as exc:
                     progress.log(f"{label}: FAILED: {exc}")
@@ -345,6 +377,7 @@ def _compile(config: CompileConfig, out: Path, progress: Progress) -> dict[str, 
     ]
     summary["passed"] = summary["passed"] and not summary["emit_failed"]
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
+    summary["not_built"] = not_built
     data = {
         "version": report.REPORT_VERSION,
         "mirror": __version__,
@@ -358,6 +391,7 @@ def _compile(config: CompileConfig, out: Path, progress: Progress) -> dict[str, 
         "artifacts": artifacts,
         "passes": pass_records,
         "baseline": baselines,
+        "determinism": _determinism(artifacts),
         "summary": summary,
     }
     data["_tensors"] = tensors

@@ -193,7 +193,7 @@ def random_tensor(kind: str, shape: tuple[int, ...], gen: torch.Generator, smoot
         return (_field(shape, gen, smooth) > 0.5).float()
     if kind == "onehot":
         labels = _field(shape, gen, smooth).argmax(dim=1)
-        return nn.functional.one_hot(labels, shape[1]).permute(0, 3, 1, 2).float()
+        return nn.functional.one_hot(labels, shape[1]).permute(0, 3, 1, 2).float().contiguous()
     if kind == "grid":
         return _field(shape, gen, smooth) * 2.4 - 1.2
     raise ValueError(f"no random generator for tensor kind {kind!r}")

@@ -68,6 +68,7 @@ from mirror import MirrorError
 from mirror.targets.base import Artifact, atomic_path, sha256_of, size_of
 
 COREML_PRECISIONS = ("fp16", "fp32", "int8", "palettize6")
+PALETTIZE_MIN_WEIGHTS = 10_000
 SAMPLERS = ("decomposed", "resample", "auto")
 NOT_RUN_REASON = "not run: Core ML prediction is macOS-only"
 
@@ -78,16 +79,46 @@ _MIN_TARGETS = ("iOS16", "iOS17", "iOS18", "iOS26")
 # MIL op types that may carry sampling coordinates and gather indices.
 MIL_INDEX_OPS = frozenset(
     {
-        "add", "sub", "mul", "real_div", "floor_div", "floor", "ceil", "round", "clip",
-        "maximum", "minimum", "cast", "reshape", "transpose", "slice_by_index", "slice_by_size",
-        "split", "concat", "expand_dims", "squeeze", "tile", "stack", "identity", "greater",
-        "greater_equal", "less", "less_equal", "equal", "not_equal", "logical_and", "logical_or",
-        "logical_not", "select", "mod", "abs", "sign", "sqrt",
+        "add",
+        "sub",
+        "mul",
+        "real_div",
+        "floor_div",
+        "floor",
+        "ceil",
+        "round",
+        "clip",
+        "maximum",
+        "minimum",
+        "cast",
+        "reshape",
+        "transpose",
+        "slice_by_index",
+        "slice_by_size",
+        "split",
+        "concat",
+        "expand_dims",
+        "squeeze",
+        "tile",
+        "stack",
+        "identity",
+        "greater",
+        "greater_equal",
+        "less",
+        "less_equal",
+        "equal",
+        "not_equal",
+        "logical_and",
+        "logical_or",
+        "logical_not",
+        "select",
+        "mod",
+        "abs",
+        "sign",
+        "sqrt",
     }
 )
-MIL_INDEX_SINKS = frozenset(
-    {"gather", "gather_along_axis", "gather_nd", "scatter", "scatter_along_axis", "scatter_nd"}
-)
+MIL_INDEX_SINKS = frozenset({"gather", "gather_along_axis", "gather_nd", "scatter", "scatter_along_axis", "scatter_nd"})
 
 _MANIFEST_NS = uuid.UUID("6f1f6d0e-5a8e-4a47-9a43-6d6972726f72")  # fixed: "mirror" manifest ids
 
@@ -106,6 +137,7 @@ class CoreMLEmitter:
     """
 
     target = "coreml"
+    precisions = COREML_PRECISIONS
 
     def __init__(
         self,
@@ -196,8 +228,7 @@ class CoreMLEmitter:
                 info["conversion_date"] = make_reproducible(tmp)
             info["ops"] = coreml_op_summary(tmp)
             gathers = sum(v for k, v in info["ops"].items() if k in MIL_INDEX_SINKS)
-            info["sampler"] = "resample" if info["ops"].get("resample") else (
-                "decomposed" if gathers else "none")
+            info["sampler"] = "resample" if info["ops"].get("resample") else ("decomposed" if gathers else "none")
             info["spec_version"] = _load_spec(tmp).specificationVersion
         info["deterministic"] = bool(self.reproducible)
         info["determinism_basis"] = (
@@ -402,19 +433,34 @@ def _compress(mlmodel: Any, precision: str, weight_threshold: int, graph: str) -
         with _quiet():
             if precision == "int8":
                 op_config = cto.OpLinearQuantizerConfig(
-                    mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                    mode="linear_symmetric",
+                    dtype="int8",
+                    granularity="per_channel",
                     weight_threshold=weight_threshold,
                 )
                 out = cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op_config))
-                desc = {"method": "coremltools.optimize.coreml.linear_quantize_weights",
-                        "mode": "linear_symmetric", "dtype": "int8", "granularity": "per_channel"}
+                desc = {
+                    "method": "coremltools.optimize.coreml.linear_quantize_weights",
+                    "mode": "linear_symmetric",
+                    "dtype": "int8",
+                    "granularity": "per_channel",
+                }
             else:
+                # coremltools clusters weights below 10,000 elements with scikit-learn, which
+                # MIRROR does not depend on; such small weights stay fp16 (a tiny share of bytes).
                 op_config = cto.OpPalettizerConfig(
-                    mode="kmeans", nbits=6, granularity="per_tensor", weight_threshold=weight_threshold,
+                    mode="kmeans",
+                    nbits=6,
+                    granularity="per_tensor",
+                    weight_threshold=max(weight_threshold, PALETTIZE_MIN_WEIGHTS),
                 )
                 out = cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=op_config))
-                desc = {"method": "coremltools.optimize.coreml.palettize_weights",
-                        "mode": "kmeans", "nbits": 6, "granularity": "per_tensor"}
+                desc = {
+                    "method": "coremltools.optimize.coreml.palettize_weights",
+                    "mode": "kmeans",
+                    "nbits": 6,
+                    "granularity": "per_tensor",
+                }
     except Exception as exc:  # noqa: BLE001
         raise MirrorError(f"Core ML {precision} compression of {graph} failed: {_one_line(exc)}") from exc
     return out, desc
@@ -606,9 +652,7 @@ class CoreMLRunner:
         if self._model is None:
             import coremltools as ct
 
-            self._model = ct.models.MLModel(
-                str(self.path), compute_units=getattr(ct.ComputeUnit, self.compute_units)
-            )
+            self._model = ct.models.MLModel(str(self.path), compute_units=getattr(ct.ComputeUnit, self.compute_units))
         feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
         out = self._model.predict(feeds)
         return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}

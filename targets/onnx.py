@@ -64,7 +64,7 @@ from mirror.targets.base import Artifact, atomic_path, sha256_of, size_of
 MIN_OPSET = 16  # GridSample entered the default domain in opset 16.
 DEFAULT_OPSET = 18
 
-ONNX_PRECISIONS = ("fp32", "fp16", "int8", "int8-weight", "int8-static")
+ONNX_PRECISIONS = ("fp32", "fp16", "int8", "int8-weight", "int8-static", "int8-full")  # int8-full = int8-static
 
 # Op types quantize_static may quantize. Everything else (GridSample, the arithmetic of a
 # decomposed sampler, activations) stays float.
@@ -74,10 +74,41 @@ STATIC_QUANT_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 # converter keeps these in float32 when they feed (or only derive from) a Gather index.
 _ONNX_INDEX_OPS = frozenset(
     {
-        "Add", "Sub", "Mul", "Div", "Floor", "Ceil", "Round", "Clip", "Max", "Min", "Cast",
-        "Reshape", "Transpose", "Slice", "Split", "Concat", "Unsqueeze", "Squeeze", "Expand",
-        "Tile", "Identity", "Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "And",
-        "Or", "Not", "Where", "Mod", "Neg", "Abs", "Sign", "Flatten",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Floor",
+        "Ceil",
+        "Round",
+        "Clip",
+        "Max",
+        "Min",
+        "Cast",
+        "Reshape",
+        "Transpose",
+        "Slice",
+        "Split",
+        "Concat",
+        "Unsqueeze",
+        "Squeeze",
+        "Expand",
+        "Tile",
+        "Identity",
+        "Greater",
+        "Less",
+        "Equal",
+        "GreaterOrEqual",
+        "LessOrEqual",
+        "And",
+        "Or",
+        "Not",
+        "Where",
+        "Mod",
+        "Neg",
+        "Abs",
+        "Sign",
+        "Flatten",
     }
 )
 # op type -> input slots that are indices
@@ -104,6 +135,7 @@ class ONNXEmitter:
     """
 
     target = "onnx"
+    precisions = ONNX_PRECISIONS
 
     def __init__(
         self,
@@ -118,9 +150,7 @@ class ONNXEmitter:
         if opset < MIN_OPSET:
             raise MirrorError(f"ONNX opset {opset} is too old: GridSample needs opset >= {MIN_OPSET}")
         if ort_optimization not in _ORT_LEVELS:
-            raise MirrorError(
-                f"unknown ort_optimization {ort_optimization!r}; use one of {sorted(_ORT_LEVELS)}"
-            )
+            raise MirrorError(f"unknown ort_optimization {ort_optimization!r}; use one of {sorted(_ORT_LEVELS)}")
         if fp16_index_ops not in ("fp32", "fp16"):
             raise MirrorError("fp16_index_ops must be 'fp32' or 'fp16'")
         self.opset = opset
@@ -148,9 +178,9 @@ class ONNXEmitter:
         calibration: list[tuple[Any, ...]] | None = None,
     ) -> Artifact:
         if precision not in ONNX_PRECISIONS:
-            raise MirrorError(
-                f"ONNX target: unknown precision {precision!r}; use one of {', '.join(ONNX_PRECISIONS)}"
-            )
+            raise MirrorError(f"ONNX target: unknown precision {precision!r}; use one of {', '.join(ONNX_PRECISIONS)}")
+        if precision == "int8-full":  # the recipe's target-neutral name
+            precision = "int8-static"
         if precision == "int8-static" and not calibration:
             raise MirrorError("ONNX int8-static needs calibration samples (--calibration)")
         out_dir = Path(out_dir)
@@ -160,13 +190,27 @@ class ONNXEmitter:
         info: dict[str, Any] = {"opset": self.opset}
 
         model_bytes = self._build(
-            program, graph, precision, example_inputs, input_names, output_names, calibration, info,
+            program,
+            graph,
+            precision,
+            example_inputs,
+            input_names,
+            output_names,
+            calibration,
+            info,
             use_cache=not self.check_determinism,
         )
         if self.check_determinism:
             again = self._build(
-                program, graph, precision, example_inputs, input_names, output_names,
-                calibration, {}, use_cache=False,
+                program,
+                graph,
+                precision,
+                example_inputs,
+                input_names,
+                output_names,
+                calibration,
+                {},
+                use_cache=False,
             )
             info["deterministic"] = again == model_bytes
             info["determinism_basis"] = "measured: built twice in this process"
@@ -187,8 +231,7 @@ class ONNXEmitter:
                     write_ort_format(tmp, tmp_ort, optimization=self.ort_optimization)
                 except Exception as exc:  # noqa: BLE001 - reported as one line
                     raise MirrorError(
-                        f"ONNX target: could not write the ORT-format model for {graph} "
-                        f"({precision}): {_one_line(exc)}"
+                        f"ONNX target: could not write the ORT-format model for {graph} ({precision}): {_one_line(exc)}"
                     ) from exc
                 info["ort_s"] = round(time.perf_counter() - t, 3)
         # Both files are in place only if both succeeded (inner context moved first).
@@ -249,16 +292,16 @@ class ONNXEmitter:
             model = self._export_fp32(program, graph, example_inputs, input_names, output_names, info)
             if use_cache:
                 with contextlib.suppress(TypeError):
-                    stats = {k: info[k] for k in ("export_s", "simplified", "simplify_error",
-                                                  "simplify_s") if k in info}
+                    stats = {
+                        k: info[k] for k in ("export_s", "simplified", "simplify_error", "simplify_s") if k in info
+                    }
                     self._exports.setdefault(program, {})[key] = (model.SerializeToString(), stats)
 
         t = time.perf_counter()
         if precision == "fp16":
             model, kept = convert_fp16(model, keep_index_ops_fp32=self.fp16_index_ops == "fp32")
             info["fp16_method"] = (
-                "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)"
-                " + topological re-sort"
+                "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True) + topological re-sort"
             )
             info["fp32_nodes"] = kept
         elif precision.startswith("int8"):
@@ -304,9 +347,7 @@ class ONNXEmitter:
         info: dict[str, Any],
     ) -> Any:
         t = time.perf_counter()
-        model = export_onnx(
-            program, example_inputs, input_names, output_names, opset=self.opset, graph=graph
-        )
+        model = export_onnx(program, example_inputs, input_names, output_names, opset=self.opset, graph=graph)
         info["export_s"] = round(time.perf_counter() - t, 3)
         if self.simplify:
             t = time.perf_counter()
@@ -387,9 +428,7 @@ def convert_fp16(model: Any, *, keep_index_ops_fp32: bool = True) -> tuple[Any, 
         _name_unnamed_nodes(model.graph)
         kept = sorted(onnx_index_nodes(model.graph))
     with _quiet_logs("onnxruntime.transformers.float16"):
-        converted = convert_float_to_float16(
-            model, keep_io_types=True, node_block_list=kept or None
-        )
+        converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=kept or None)
     if kept:
         _drop_fp16_round_trips(converted.graph, set(kept))
     topological_sort(converted.graph)
@@ -537,9 +576,7 @@ class OnnxRuntimeRunner:
         if threads:
             so.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(
-                str(self.path), sess_options=so, providers=["CPUExecutionProvider"]
-            )
+            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
             raise MirrorError(f"onnxruntime cannot load {self.path}: {_one_line(exc)}") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -607,9 +644,7 @@ def summarize_profile(events: list[dict[str, Any]], *, skip_runs: int = 0) -> li
     import bisect
 
     spans = sorted(
-        (e["ts"], e["ts"] + e["dur"])
-        for e in events
-        if e.get("cat") == "Session" and e.get("name") == "model_run"
+        (e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"
     )
     spans = spans[skip_runs:]
     if not spans:
@@ -762,9 +797,7 @@ def _calibration_feeds(calibration: list[tuple[Any, ...]], input_names: list[str
     feeds = []
     for k, sample in enumerate(calibration):
         if len(sample) != len(input_names):
-            raise MirrorError(
-                f"calibration sample {k} has {len(sample)} tensors; the graph takes {len(input_names)}"
-            )
+            raise MirrorError(f"calibration sample {k} has {len(sample)} tensors; the graph takes {len(input_names)}")
         feeds.append({n: _to_numpy(t) for n, t in zip(input_names, sample, strict=True)})
     return feeds
 

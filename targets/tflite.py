@@ -207,6 +207,7 @@ class TFLiteEmitter:
     """Writes LiteRT flatbuffers; see the module docstring."""
 
     target = "tflite"
+    precisions = ("fp32", "fp16", "int8", "int8-weight", "int8-full")
 
     def __init__(
         self,
