@@ -83,6 +83,45 @@ def max3x3(img: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
 
 
+def pyr_down_t(img: np.ndarray) -> np.ndarray:
+    """cv2.pyrDown of a 2-D float32 image, returned transposed ([W', H'], C-contiguous).
+
+    Each pass is one batched matrix product of the 5 taps [1,4,6,4,1]/16 with a strided
+    view that holds, for every kept row, the five rows it blends (rows 0 and last, whose
+    taps cross the border, are done separately with reflect-101 row indices). The
+    vertical pass runs on the image as given; its half-height result is transposed once
+    (a contiguous copy) so the horizontal pass is again a pass over rows. Returning the
+    result transposed saves transposing it back: applied twice, the orientation is
+    restored (a pyramid stores its odd levels transposed).
+    """
+    img = img.astype(np.float32, copy=False)
+    if img.ndim != 2 or min(img.shape) < 8 or img.strides[1] != img.itemsize:
+        return np.ascontiguousarray(pyr_down(img).T)
+    return _pyr_rows(np.ascontiguousarray(_pyr_rows(img).T))
+
+
+_TAPS = np.array([1.0, 4.0, 6.0, 4.0, 1.0], dtype=np.float32) / 16.0
+
+
+def _reflect101(i: int, n: int) -> int:
+    i = abs(i)
+    return 2 * (n - 1) - i if i > n - 1 else i
+
+
+def _pyr_rows(img: np.ndarray) -> np.ndarray:
+    """Blur with [1,4,6,4,1]/16 along axis 0 and keep the even rows (reflect-101 border)."""
+    h, w = img.shape
+    oh = (h + 1) // 2
+    out = np.empty((oh, w), np.float32)
+    s0, s1 = img.strides
+    # Output row i (1 <= i <= oh-2) blends rows 2i-2 .. 2i+2, all inside the image.
+    win = np.lib.stride_tricks.as_strided(img, (oh - 2, 5, w), (2 * s0, s0, s1), writeable=False)
+    np.matmul(_TAPS, win, out=out[1 : oh - 1])
+    rows = [[_reflect101(c + k, h) for k in range(-2, 3)] for c in (0, 2 * (oh - 1))]
+    out[0 :: oh - 1] = np.matmul(_TAPS, img[np.array(rows)])
+    return out
+
+
 def pyr_down(img: np.ndarray) -> np.ndarray:
     """Gaussian [1,4,6,4,1]/16 blur and 2x decimation, like cv2.pyrDown (reflect-101 border).
 

@@ -4,14 +4,15 @@ VITOFF follows its keypoints from frame to frame with the classic Bouguet pyrami
 (the algorithm behind cv2.calcOpticalFlowPyrLK): window 15x15, 3 pyramid levels, at
 most 10 Gauss-Newton iterations per level, stopping when the update is below 0.03 px.
 
-Every step is an array operation over [N, window, window] patches: each point's
-template and its Scharr gradients are cut out of the previous frame by one gather
-(bilinear, at the point's sub-pixel position), and each iteration gathers the moved
-window of the next frame for all points together. Converged points are frozen with a
-mask instead of leaving a loop. The pyramids are built only over the points' bounding
-box plus a margin (snapped to a 32-pixel grid), since LK never reads outside it; that
-keeps the per-frame cost proportional to the tracked region, not the frame, and a
-caller-held cache reuses each frame's pyramid as the next call's previous pyramid.
+Every step is an array operation over all points. The templates of all levels (bilinear
+at each point's sub-pixel position in the previous frame) and their Scharr gradients
+are cut out first and reduced, in one batch, to per-point constants (see _prepare), so
+an LK iteration is one gather of each point's integer neighbourhood in the next frame
+and one small matrix-vector product. Converged points are frozen with a mask instead
+of leaving a loop. The pyramids are built only over the points' bounding box plus a
+margin (snapped to a 32-pixel grid), since LK never reads outside it; that keeps the
+per-frame cost proportional to the tracked region, not the frame, and a caller-held
+cache reuses each frame's pyramid as the next call's previous pyramid.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .imgproc import pyr_down, scharr_valid
+from .imgproc import pyr_down_t, scharr_valid
 
 
 @dataclass(frozen=True)
@@ -36,33 +37,66 @@ class LKParams:
 
 
 def build_pyramid(img: np.ndarray, levels: int) -> list[np.ndarray]:
-    """Gaussian pyramid [full, 1/2, 1/4, ...] with `levels` entries, float32."""
+    """Gaussian pyramid [full, 1/2, 1/4, ...] with `levels` entries, float32.
+
+    Odd levels are stored transposed ([W, H]): each reduction returns its result
+    transposed (see pyr_down_t), so no level needs transposing back; LK tracks
+    in swapped (y, x) coordinates there, which is the same computation.
+    """
     pyr = [img.astype(np.float32, copy=False)]
     for _ in range(levels - 1):
-        pyr.append(pyr_down(pyr[-1]))
+        pyr.append(pyr_down_t(pyr[-1]))
     return pyr
 
 
-def _gather_bilinear(img: np.ndarray, tl: np.ndarray, size: int) -> np.ndarray:
-    """Sample [N, size, size] patches whose top-left corners are at sub-pixel `tl` [N,2] (x, y).
+class _Windows:
+    """Integer s x s neighbourhoods of one image, cut out for many points at once.
 
-    One integer gather of (size+1)^2 pixels per point (indices clamped to the image,
-    i.e. replicated borders, only when a window crosses the border), then the four
-    bilinear taps as shifted slices.
+    Where every window lies inside the image (the usual case) they are read as one fancy
+    index into a sliding-window view (no index arrays); otherwise through a flat gather
+    with each row and column index clamped to the image, i.e. replicated borders.
     """
-    h, w = img.shape
+
+    def __init__(self, img: np.ndarray, s: int) -> None:
+        self.img, self.s = img, s
+        h, w = img.shape
+        self.hi = np.array([w - s, h - s])  # the largest top-left corner fully inside
+        self.view = None
+        if h >= s and w >= s:
+            s0, s1 = img.strides
+            self.view = np.lib.stride_tricks.as_strided(
+                img, (h - s + 1, w - s + 1, s, s), (s0, s1, s0, s1), writeable=False)
+
+    def inside(self, itl: np.ndarray) -> bool:
+        """Whether all windows with top-left corners itl [N,2] (x, y) lie in the image."""
+        return self.view is not None and bool((itl.view(np.uintp) <= self.hi).all())
+
+    def get(self, itl: np.ndarray, inside: bool) -> np.ndarray:
+        """[N, s, s] float32 windows with integer top-left corners itl [N,2] (x, y)."""
+        if inside:
+            return self.view[itl[:, 1], itl[:, 0]]
+        img = self.img
+        h, w = img.shape
+        if img.strides[1] == img.itemsize and img.strides[0] > 0 and img.strides[0] % img.itemsize == 0:
+            pitch = img.strides[0] // img.itemsize  # read a crop in place through its row stride
+            flat = np.lib.stride_tricks.as_strided(img, ((h - 1) * pitch + w,), (img.itemsize,),
+                                                   writeable=False)
+        else:
+            flat, pitch = np.ascontiguousarray(img).reshape(-1), w
+        rc = itl[:, :, None] + np.arange(self.s)
+        np.clip(rc, 0, np.array([[w - 1], [h - 1]]), out=rc)
+        rc[:, 1] *= pitch
+        return np.take(flat, rc[:, 1, :, None] + rc[:, 0, None, :])
+
+
+def _template(img: np.ndarray, centres: np.ndarray, win: int) -> np.ndarray:
+    """[N, win+2, win+2] windows centred at sub-pixel `centres` [N,2] (x, y), bilinear."""
+    tl = centres - ((win - 1) * 0.5 + 1.0)
     itl = np.floor(tl)
     a = (tl - itl).astype(np.float32)
-    ix = itl[:, 0].astype(np.intp)
-    iy = itl[:, 1].astype(np.intp)
-    off = np.arange(size + 1)
-    if ix.min() >= 0 and iy.min() >= 0 and ix.max() < w - size and iy.max() < h - size:
-        idx = (iy * w + ix)[:, None, None] + (off[:, None] * w + off[None, :])
-    else:
-        rows = np.clip(iy[:, None] + off, 0, h - 1) * w
-        cols = np.clip(ix[:, None] + off, 0, w - 1)
-        idx = rows[:, :, None] + cols[:, None, :]
-    p = np.take(img.reshape(-1), idx)
+    ii = itl.astype(np.intp)
+    wins = _Windows(img, win + 3)
+    p = wins.get(ii, wins.inside(ii))
     ax = a[:, 0, None, None]
     ay = a[:, 1, None, None]
     top = p[:, :-1, :-1] + ax * (p[:, :-1, 1:] - p[:, :-1, :-1])
@@ -70,55 +104,95 @@ def _gather_bilinear(img: np.ndarray, tl: np.ndarray, size: int) -> np.ndarray:
     return top + ay * (bot - top)
 
 
-def _lk_level(prev: np.ndarray, nxt: np.ndarray, pts: np.ndarray, guess: np.ndarray,
-              active: np.ndarray, prm: LKParams, last: bool) -> tuple[np.ndarray, np.ndarray]:
-    """One pyramid level for all points. pts/guess are window centres in level coordinates."""
+def _prepare(patches: np.ndarray, prm: LKParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-window constants of LK from templates with a one-pixel border [M, win+2, win+2].
+
+    Forward-additive LK as in OpenCV: the template I, its gradients g and the structure
+    tensor G come from the previous image once; each iteration only samples the next
+    image J at the moved window and adds delta = -G^-1 sum(g (J - I)). Everything that
+    does not depend on the window's position is folded into per-window constants: with
+    h = -G^-1 g, delta = sum(h J) - sum(h I), and since bilinear sampling is linear in its
+    four taps, sum(h J) = sum_k w_k sum(h_k P), where P is the (win+1)^2 integer
+    neighbourhood and h_k is h placed at tap k's offset in it. An iteration is then one
+    gather of P, one [8, (win+1)^2] matrix-vector product per point and the four
+    bilinear weights. Returns (taps [M, 8, (win+1)^2] float32 ordered (x/y, dy, dx),
+    sum(h I) [M,2,1], trackable [M]).
+    """
     win = prm.window
-    half = (win - 1) * 0.5
     area = float(win * win)
-    n = len(pts)
-    # Template with a one-pixel border for the Scharr derivatives.
-    patch = _gather_bilinear(prev, pts - half - 1.0, win + 2)
-    gx, gy = scharr_valid(patch)
-    tmpl = patch[:, 1:-1, 1:-1].reshape(n, -1)
-    grads = np.stack([gx.reshape(n, -1), gy.reshape(n, -1)], axis=1)  # [N,2,P]
-    gram = (grads @ grads.transpose(0, 2, 1)).astype(np.float64)  # [N,2,2] structure tensor
+    m = len(patches)
+    gx, gy = scharr_valid(patches)
+    tmpl = patches[:, 1:-1, 1:-1].reshape(m, -1, 1)
+    grads = np.stack([gx.reshape(m, -1), gy.reshape(m, -1)], axis=1)  # [M,2,P]
+    gram = (grads @ grads.transpose(0, 2, 1)).astype(np.float64)  # [M,2,2] structure tensor
     a11, a12, a22 = gram[:, 0, 0], gram[:, 0, 1], gram[:, 1, 1]
     det = a11 * a22 - a12 * a12
     # Smallest eigenvalue per pixel, in cv2's units: its intensities are scaled by 32 and
     # its products by 2^-20, i.e. our squared gradients divided by 1024.
     min_eig = (a11 + a22 - np.sqrt((a11 - a22) ** 2 + 4.0 * a12 * a12)) / (2.0 * area * 1024.0)
-    ok = active & (min_eig >= prm.min_eig) & (det > np.finfo(np.float32).eps)
+    ok = (min_eig >= prm.min_eig) & (det > np.finfo(np.float32).eps)
     safe = np.where(ok, det, 1.0)
-    # -G^-1, so that delta = neg_inv @ b with b = sum(grad * (J - I)).
     neg_inv = np.stack([np.stack([-a22, a12], 1), np.stack([a12, -a11], 1)], 1) / safe[:, None, None]
-    nxt_pts = guess.astype(np.float64).copy()
+    steep = neg_inv @ grads  # [M,2,P] float64: h = -G^-1 g
+    base = steep @ tmpl  # [M,2,1]: sum(h I)
+    # float32 suffices for sum(h_k P): h is in pixels per intensity unit, so the products
+    # are a few pixels at most and their rounding is ~1e-6 px.
+    s = win + 1
+    taps = np.zeros((m, 2, 2, 2, s, s), np.float32)  # [M, x/y, tap dy, tap dx, S, S]
+    h4 = steep.reshape(m, 2, win, win)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            taps[:, :, dy, dx, dy : dy + win, dx : dx + win] = h4
+    return taps.reshape(m, 8, s * s), base, ok
+
+
+def _lk_level(nxt: np.ndarray, guess: np.ndarray, taps: np.ndarray, base: np.ndarray,
+              ok: np.ndarray, prm: LKParams, last: bool) -> tuple[np.ndarray, np.ndarray]:
+    """LK iterations of one pyramid level for all points (constants from _prepare).
+
+    guess: window centres in level coordinates. Returns (centres, ok).
+    """
+    win = prm.window
+    half = (win - 1) * 0.5
+    n = len(guess)
+    s = win + 1
+    wins = _Windows(nxt, s)
+    hgt, wid = nxt.shape
+    lim = np.array([wid, hgt], dtype=np.float64)
+    wts = np.empty((n, 2, 2))  # [N, x/y, (1 - frac, frac)]
+    tl = guess.astype(np.float64) - half  # window top-left corners
     moving = ok.copy()
-    prev_delta = np.zeros_like(nxt_pts)
+    prev_delta = None
     eps2 = prm.eps * prm.eps
-    h, w = nxt.shape
-    for it in range(prm.iterations):
+    for _ in range(prm.iterations):
         if not moving.any():
             break
-        tl = nxt_pts - half
-        inside = (tl[:, 0] > -win) & (tl[:, 1] > -win) & (tl[:, 0] < w) & (tl[:, 1] < h)
-        if last:
-            ok &= inside | ~moving
-        moving &= inside
-        diff = _gather_bilinear(nxt, tl, win).reshape(n, -1, 1) - tmpl[:, :, None]
-        b = (grads @ diff).astype(np.float64)  # [N,2,1]
-        delta = (neg_inv @ b)[:, :, 0]
-        delta[~moving] = 0.0
-        nxt_pts += delta
+        itl = np.floor(tl)
+        frac = tl - itl
+        ii = itl.astype(np.intp)
+        fast = wins.inside(ii)
+        if not fast:  # (every window inside the image implies every point inside)
+            inside = ((tl > -win) & (tl < lim)).all(axis=1)
+            if last:
+                ok &= inside | ~moving
+            moving &= inside
+        nb = wins.get(ii, fast).reshape(n, s * s, 1)
+        wts[:, :, 1] = frac
+        np.subtract(1.0, frac, out=wts[:, :, 0])
+        bil = (wts[:, 1, :, None] * wts[:, 0, None, :]).reshape(n, 4, 1)  # [dy, dx] weights
+        delta = ((taps @ nb).reshape(n, 2, 4) @ bil - base)[:, :, 0]
+        delta *= moving[:, None]
+        tl += delta
         small = (delta * delta).sum(axis=1) <= eps2
         # Oscillating between two positions: settle halfway (as OpenCV does).
-        if it > 0:
+        if prev_delta is not None:
             osc = moving & ~small & (np.abs(delta + prev_delta).max(axis=1) < 0.01)
-            nxt_pts[osc] -= delta[osc] * 0.5
-            moving &= ~osc
+            if osc.any():
+                tl[osc] -= delta[osc] * 0.5
+                moving &= ~osc
         moving &= ~small
         prev_delta = delta
-    return nxt_pts, ok
+    return tl + half, ok
 
 
 def crop_rect(pts: np.ndarray, shape: tuple[int, int], prm: LKParams) -> tuple[int, int, int, int]:
@@ -176,9 +250,21 @@ def track(prev_gray: np.ndarray, next_gray: np.ndarray, pts: np.ndarray,
     local = safe_pts - off
     guess = local / align
     status = finite.copy()
+    # Templates of every level first (they depend on the previous frame only), so the
+    # per-window constants of all levels come from one batch of array operations.
+    patches = []
     for lvl in range(prm.levels - 1, -1, -1):
-        s = float(1 << lvl)
-        guess, ok = _lk_level(pyr_p[lvl], pyr_n[lvl], local / s, guess, status, prm, lvl == 0)
+        c = local / float(1 << lvl)
+        patches.append(_template(pyr_p[lvl], c[:, ::-1] if lvl % 2 else c, prm.window))
+    taps, base, trackable = _prepare(np.concatenate(patches), prm)
+    for i, lvl in enumerate(range(prm.levels - 1, -1, -1)):
+        sl = slice(i * n, (i + 1) * n)
+        ok0 = status & trackable[sl]
+        if lvl % 2:  # stored transposed: track in (y, x) coordinates there
+            g, ok = _lk_level(pyr_n[lvl], guess[:, ::-1], taps[sl], base[sl], ok0, prm, lvl == 0)
+            guess = g[:, ::-1]
+        else:
+            guess, ok = _lk_level(pyr_n[lvl], guess, taps[sl], base[sl], ok0, prm, lvl == 0)
         if lvl == 0:
             status &= ok  # a coarse level that cannot refine just hands its guess down
         else:

@@ -112,3 +112,20 @@ def test_pyramid_level_matches_pyrDown() -> None:
         img = (rng.random(shape) * 255).astype(np.float32)
         # Same 5-tap kernel and reflect-101 border in float32: rounding-level agreement.
         assert np.abs(pyr_down(img) - cv2.pyrDown(img)).max() < 1e-3
+
+
+def test_build_pyramid_levels_match_pyrDown() -> None:
+    from mirror.runtime.imgproc import pyr_down_t
+    from mirror.runtime.lk import build_pyramid
+
+    rng = np.random.default_rng(4)
+    frame = (rng.random((300, 260)) * 255).astype(np.float32)
+    for crop in (frame, frame[13:250, 7:229], frame[:9, :8]):  # in-place crop views too
+        pyr = build_pyramid(crop, 4)
+        ref = np.ascontiguousarray(crop)
+        for k in range(1, 4):
+            ref = cv2.pyrDown(ref)
+            level = pyr[k].T if k % 2 else pyr[k]  # odd levels are stored transposed
+            assert level.shape == ref.shape
+            assert np.abs(level - ref).max() < 1e-3
+    assert pyr_down_t(frame).flags.c_contiguous
