@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from mirror import MirrorError, __version__
+from mirror.compiler.baseline import BaselineJob, gpu_fields
 from mirror.compiler.config import CompileConfig
-from mirror.compiler.models import CompileUnit, builtin_unit, run_reference, user_unit
+from mirror.compiler.models import CompileUnit, run_reference, units_for
 from mirror.passes.base import run_pipeline
 from mirror.targets.base import Artifact, sha256_of, size_of
 from mirror.validation import parity, report
@@ -151,38 +152,6 @@ def _artifact_entry(art: Artifact, staging: Path) -> dict[str, Any]:
     }
 
 
-def _baseline(unit: CompileUnit, staging: Path, config: CompileConfig, progress: Progress) -> dict[str, Any]:
-    """The reference converted by stock litert-torch (no passes), and its delegate figures."""
-    from mirror.targets.gpu_delegate import verify_gpu_delegate
-    from mirror.targets.tflite import convert_stock
-
-    path = staging / "baseline" / f"{unit.name}_stock_fp32.tflite"
-    with progress.step(f"{unit.name}: baseline (stock litert-torch)") as note:
-        convert_stock(unit.reference, unit.example_inputs, path)
-        gpu = verify_gpu_delegate(path, mode=config.gpu_check)
-        note["result"] = f"{gpu['ops_on_gpu']}/{gpu['ops_total']} ops on GPU, {gpu['partitions']} partitions"
-    return {
-        "graph": unit.name,
-        "path": str(path.relative_to(staging)),
-        "bytes": size_of(path),
-        "gpu_delegate": _gpu_fields(gpu),
-    }
-
-
-def _gpu_fields(gpu: dict[str, Any]) -> dict[str, Any]:
-    keep = (
-        "ops_total",
-        "ops_on_gpu",
-        "ops_on_cpu",
-        "partitions",
-        "unsupported",
-        "fully_accelerated",
-        "verified_on",
-        "static",
-    )
-    return {k: gpu[k] for k in keep if k in gpu}
-
-
 def _transform(
     unit: CompileUnit,
     program: Any,
@@ -249,12 +218,6 @@ def _determinism(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
     return by_target
 
 
-def units_for(config: CompileConfig) -> list[CompileUnit]:
-    if config.model:
-        return [user_unit(config.model)]
-    return [builtin_unit(g, config.seed) for g in config.graphs]
-
-
 def _publish(staging: Path, out: Path) -> None:
     """Move everything built in ``staging`` into ``out``, replacing older versions."""
     for item in sorted(staging.rglob("*"), key=lambda p: len(p.parts)):
@@ -289,6 +252,86 @@ def compile_all(config: CompileConfig, progress: Progress | None = None) -> dict
     return data
 
 
+def _compile_unit(
+    unit: CompileUnit,
+    config: CompileConfig,
+    emitters: dict[str, Any],
+    out: Path,
+    progress: Progress,
+    artifacts: list[dict[str, Any]],
+    pass_records: list[dict[str, Any]],
+    tensors: dict[str, dict[str, Any]],
+    not_built: list[str],
+) -> None:
+    """Export, transform, emit, validate and verify one graph; results go into the lists."""
+    with progress.step(f"{unit.name}: torch.export"):
+        program = torch.export.export(unit.export_module, unit.example_inputs)
+    val_inputs = unit.inputs(config.seed + VALIDATION_SEED_OFFSET)
+    programs, records = _transform(unit, program, config, val_inputs, progress)
+    pass_records.extend(r.to_json() for r in records)
+    want = run_reference(unit, val_inputs)
+    feeds = _numpy_inputs(unit, val_inputs)
+    tensors[unit.name] = {
+        "inputs": {n: list(t.shape) for n, t in zip(unit.input_names, unit.example_inputs, strict=True)},
+        "outputs": {n: list(v.shape) for n, v in want.items()},
+    }
+    calibration = None
+    if "int8-full" in config.precisions:  # representative, image-like inputs of this graph
+        calibration = [unit.inputs(config.seed + CALIBRATION_SEED_OFFSET + k) for k in range(CALIBRATION_SAMPLES)]
+    for target, emitter in emitters.items():
+        for precision in config.precisions:
+            label = f"{unit.name}: {target} {precision}"
+            supported = getattr(emitter, "precisions", None)
+            if supported is not None and precision not in supported:
+                not_built.append(f"{unit.name}/{target}/{precision}: {target} has no {precision} recipe")
+                continue
+            try:
+                with progress.step(f"{label}: emit"):
+                    art = emitter.emit(
+                        programs[config.sampling[target]],
+                        unit.name,
+                        precision,
+                        out,
+                        example_inputs=unit.example_inputs,
+                        input_names=unit.input_names,
+                        output_names=unit.output_names,
+                        calibration=calibration if precision == "int8-full" else None,
+                    )
+            except MirrorError as exc:
+                progress.log(f"{label}: FAILED: {exc}")
+                artifacts.append(
+                    {"graph": unit.name, "target": target, "precision": precision, "error": str(exc), "parity": {}}
+                )
+                continue
+            entry = _artifact_entry(art, out)
+            with progress.step(f"{label}: validate") as note:
+                runners = _select_runners(emitter.runners(art), precision, config)
+                entry["parity"] = _validate(art, runners, feeds, want, unit)
+                note["result"] = ", ".join(
+                    f"{r}: "
+                    + (
+                        "skipped"
+                        if p.get("skipped")
+                        else f"max {p['max_abs']:.2g} psnr {p['psnr_db']:.1f}dB {'ok' if p['passed'] else 'FAIL'}"
+                        if "max_abs" in p
+                        else "error"
+                    )
+                    for r, p in entry["parity"].items()
+                )
+            if target == "tflite":
+                from mirror.targets.gpu_delegate import verify_gpu_delegate
+
+                with progress.step(f"{label}: GPU delegate check") as note:
+                    ran = next((r for r in runners if r.name == "litert-gpu" and getattr(r, "last_child", None)), None)
+                    gpu = verify_gpu_delegate(art.path, mode=config.gpu_check, child=ran and ran.last_child)
+                    note["result"] = (
+                        f"{gpu['ops_on_gpu']}/{gpu['ops_total']} ops on GPU, "
+                        f"{gpu['partitions']} partition(s), {gpu['verified_on']}"
+                    )
+                entry["gpu_delegate"] = gpu_fields(gpu)
+            artifacts.append(entry)
+
+
 def _compile(config: CompileConfig, out: Path, progress: Progress) -> dict[str, Any]:
     t_start = time.perf_counter()
     artifacts: list[dict[str, Any]] = []
@@ -297,80 +340,29 @@ def _compile(config: CompileConfig, out: Path, progress: Progress) -> dict[str, 
     tensors: dict[str, dict[str, Any]] = {}
     not_built: list[str] = []
     emitters = {t: _emitter(t) for t in config.targets}
-    for unit in units_for(config):
-        with progress.step(f"{unit.name}: torch.export"):
-            program = torch.export.export(unit.export_module, unit.example_inputs)
-        val_inputs = unit.inputs(config.seed + VALIDATION_SEED_OFFSET)
-        programs, records = _transform(unit, program, config, val_inputs, progress)
-        pass_records.extend(r.to_json() for r in records)
-        want = run_reference(unit, val_inputs)
-        feeds = _numpy_inputs(unit, val_inputs)
-        tensors[unit.name] = {
-            "inputs": {n: list(t.shape) for n, t in zip(unit.input_names, unit.example_inputs, strict=True)},
-            "outputs": {n: list(v.shape) for n, v in want.items()},
-        }
-        calibration = None
-        if "int8-full" in config.precisions:  # representative, image-like inputs of this graph
-            calibration = [unit.inputs(config.seed + CALIBRATION_SEED_OFFSET + k) for k in range(CALIBRATION_SAMPLES)]
-        for target, emitter in emitters.items():
-            for precision in config.precisions:
-                label = f"{unit.name}: {target} {precision}"
-                supported = getattr(emitter, "precisions", None)
-                if supported is not None and precision not in supported:
-                    not_built.append(f"{unit.name}/{target}/{precision}: {target} has no {precision} recipe")
-                    continue
-                try:
-                    with progress.step(f"{label}: emit"):
-                        art = emitter.emit(
-                            programs[config.sampling[target]],
-                            unit.name,
-                            precision,
-                            out,
-                            example_inputs=unit.example_inputs,
-                            input_names=unit.input_names,
-                            output_names=unit.output_names,
-                            calibration=calibration if precision == "int8-full" else None,
-                        )
-                except MirrorError as exc:
-                    progress.log(f"{label}: FAILED: {exc}")
-                    artifacts.append(
-                        {"graph": unit.name, "target": target, "precision": precision, "error": str(exc), "parity": {}}
-                    )
-                    continue
-                entry = _artifact_entry(art, out)
-                with progress.step(f"{label}: validate") as note:
-                    runners = _select_runners(emitter.runners(art), precision, config)
-                    entry["parity"] = _validate(art, runners, feeds, want, unit)
-                    note["result"] = ", ".join(
-                        f"{r}: "
-                        + (
-                            "skipped"
-                            if p.get("skipped")
-                            else f"max {p['max_abs']:.2g} psnr {p['psnr_db']:.1f}dB {'ok' if p['passed'] else 'FAIL'}"
-                            if "max_abs" in p
-                            else "error"
-                        )
-                        for r, p in entry["parity"].items()
-                    )
-                if target == "tflite":
-                    from mirror.targets.gpu_delegate import verify_gpu_delegate
+    units = units_for(config)
+    job = None
+    if config.baseline and "tflite" in config.targets:
+        progress.log("baseline (stock litert-torch, no passes) runs in the background")
+        job = BaselineJob(config, out)
+    try:
+        for unit in units:
+            _compile_unit(unit, config, emitters, out, progress, artifacts, pass_records, tensors, not_built)
+    except BaseException:
+        if job is not None:
+            job.cancel()
+        raise
+    if job is not None:
+        with progress.step("baseline: waiting for the stock conversions") as note:
+            baselines = job.results()
+            note["result"] = "; ".join(
+                f"{b['graph']}: {b['gpu_delegate']['ops_on_gpu']}/{b['gpu_delegate']['ops_total']} ops on GPU, "
+                f"{b['gpu_delegate']['partitions']} partitions"
+                if "gpu_delegate" in b
+                else b.get("error", "?")
+                for b in baselines
+            )
 
-                    with progress.step(f"{label}: GPU delegate check") as note:
-                        ran = next(
-                            (r for r in runners if r.name == "litert-gpu" and getattr(r, "last_child", None)), None
-                        )
-                        gpu = verify_gpu_delegate(art.path, mode=config.gpu_check, child=ran and ran.last_child)
-                        note["result"] = (
-                            f"{gpu['ops_on_gpu']}/{gpu['ops_total']} ops on GPU, "
-                            f"{gpu['partitions']} partition(s), {gpu['verified_on']}"
-                        )
-                    entry["gpu_delegate"] = _gpu_fields(gpu)
-                artifacts.append(entry)
-        if config.baseline and "tflite" in config.targets:
-            try:
-                baselines.append(_baseline(unit, out, config, progress))
-            except MirrorError as exc:
-                baselines.append({"graph": unit.name, "error": str(exc)})
     summary = report.summarize([a for a in artifacts if "error" not in a])
     summary["emit_failed"] = [
         f"{a['graph']}/{a['target']}/{a['precision']}: {a['error']}" for a in artifacts if "error" in a

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mirror import MirrorError, graphs
-from mirror.compiler.config import GraphConfig
+from mirror.compiler.config import CompileConfig, GraphConfig
 
 # PSNR value range by tensor kind (graphs.TensorSpec.kind).
 _KIND_RANGE = {"image": 2.0, "mask": 1.0, "grid": 2.0, "onehot": 1.0, "labels": 6.0}
@@ -139,3 +139,10 @@ def run_reference(unit: CompileUnit, inputs: tuple[torch.Tensor, ...]) -> dict[s
         out = unit.reference(*inputs)
     out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
     return {n: o.detach().float().numpy() for n, o in zip(unit.output_names, out, strict=True)}
+
+
+def units_for(config: CompileConfig) -> list[CompileUnit]:
+    """What a compile works on: the user's model, or the configured built-in graphs."""
+    if config.model:
+        return [user_unit(config.model)]
+    return [builtin_unit(g, config.seed) for g in config.graphs]

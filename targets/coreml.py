@@ -162,6 +162,10 @@ class CoreMLEmitter:
         self.fp32_ops = fp32_ops
         self.weight_threshold = weight_threshold
         self.reproducible = reproducible
+        # The last program's preparation and conversions by compute precision: fp16, int8 and
+        # palettize6 packages of one program share one fp16 conversion (the slow step).
+        self._cache_key: int | None = None
+        self._cache: dict[str, Any] = {}
 
     def emit(
         self,
@@ -193,7 +197,10 @@ class CoreMLEmitter:
             "weight_threshold": self.weight_threshold,
         }
 
-        program, n_grid, relaid = _prepare(program, graph)
+        if self._cache_key != id(program):
+            self._cache_key, self._cache = id(program), {"source": program}  # keeps the id alive
+            self._cache["prepared"] = _prepare(program, graph)
+        program, n_grid, relaid = self._cache["prepared"]
         if relaid:
             info["inputs_made_contiguous"] = relaid
         if sampler == "decomposed" and n_grid:
@@ -205,9 +212,15 @@ class CoreMLEmitter:
         info["grid_sample_ops"] = n_grid
 
         t = time.perf_counter()
-        mlmodel, kept = self._convert(program, graph, precision, example_inputs, input_names, output_names)
+        compute = "fp32" if precision == "fp32" else "fp16"
+        key = f"converted-{compute}-{sampler}"
+        if key not in self._cache:
+            self._cache[key] = self._convert(program, graph, compute, example_inputs, input_names, output_names)
+        else:
+            info["conversion_reused"] = compute
+        mlmodel, kept = self._cache[key]
         info["convert_s"] = round(time.perf_counter() - t, 3)
-        info["compute_precision"] = "fp32" if precision == "fp32" else "fp16"
+        info["compute_precision"] = compute
         if precision != "fp32":
             info["fp32_ops_rule"] = self.fp32_ops if isinstance(self.fp32_ops, str) else "callable"
             info["fp32_ops"] = sorted(kept)
