@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 from mirror import MirrorError, __version__
 
@@ -66,6 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mirror: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - one line, unless asked for the traceback
+        if os.environ.get("MIRROR_DEBUG"):
+            raise
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        at = f" at {os.path.basename(where.filename)}:{where.lineno}" if where else ""
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"mirror: internal error: {type(exc).__name__}: {message}{at} "
+            "(rerun with MIRROR_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

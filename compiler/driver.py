@@ -93,6 +93,8 @@ def _validate(
             )
         except MirrorError as exc:
             results[runner.name] = {"passed": False, "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a runtime's failure on an artifact is a finding
+            results[runner.name] = {"passed": False, "error": format_exception(exc)}
     return results
 
 
