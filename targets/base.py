@@ -37,7 +37,7 @@ class Artifact:
 class Runner(Protocol):
     """Runs one artifact (or the PyTorch reference) on numpy inputs."""
 
-    name: str  # "pytorch", "onnxruntime", "litert-cpu", "litert-gpu", "coreml-mil"
+    name: str  # "pytorch", "onnxruntime", "litert-cpu", "litert-gpu", "onnxruntime-ort", "coreml"
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
