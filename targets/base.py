@@ -65,6 +65,21 @@ class Emitter(Protocol):
     def runners(self, artifact: Artifact) -> list[Runner]: ...
 
 
+def describe_artifact(
+    target: str,
+    graph: str,
+    precision: str,
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    info: dict[str, Any],
+) -> Artifact:
+    """The Artifact for a file an emitter has written, with its size and digest in ``info``."""
+    info["size_bytes"] = size_of(path)
+    info["sha256"] = sha256_of(path)
+    return Artifact(graph, target, precision, path, list(input_names), list(output_names), info)
+
+
 def sha256_of(path: Path) -> str:
     """Digest of a file, or of a package folder (relative paths and contents, sorted)."""
     h = hashlib.sha256()

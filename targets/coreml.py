@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 
 from mirror import MirrorError
-from mirror.targets.base import Artifact, atomic_path, sha256_of, size_of
+from mirror.targets.base import Artifact, atomic_path, describe_artifact
 
 COREML_PRECISIONS = ("fp16", "fp32", "int8", "palettize6")
 PALETTIZE_MIN_WEIGHTS = 10_000
@@ -250,18 +250,8 @@ class CoreMLEmitter:
             if self.reproducible
             else "coremltools default: Manifest.json UUIDs are random on every save"
         )
-        info["size_bytes"] = size_of(final)
-        info["sha256"] = sha256_of(final)
         info["emit_s"] = round(time.perf_counter() - t0, 3)
-        return Artifact(
-            graph=graph,
-            target=self.target,
-            precision=precision,
-            path=final,
-            input_names=list(input_names),
-            output_names=list(output_names),
-            info=info,
-        )
+        return describe_artifact(self.target, graph, precision, final, input_names, output_names, info)
 
     def runners(self, artifact: Artifact) -> list[CoreMLRunner]:
         return [CoreMLRunner(artifact.path)]

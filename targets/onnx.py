@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from mirror import MirrorError
-from mirror.targets.base import Artifact, atomic_path, sha256_of, size_of
+from mirror.targets.base import Artifact, atomic_path, describe_artifact, sha256_of, size_of
 
 MIN_OPSET = 16  # GridSample entered the default domain in opset 16.
 DEFAULT_OPSET = 18
@@ -243,17 +243,7 @@ class ONNXEmitter:
             info["ort_size_bytes"] = size_of(ort_final)
             info["ort_sha256"] = sha256_of(ort_final)
         info["emit_s"] = round(time.perf_counter() - t0, 3)
-        info["size_bytes"] = size_of(final)
-        info["sha256"] = sha256_of(final)
-        return Artifact(
-            graph=graph,
-            target=self.target,
-            precision=precision,
-            path=final,
-            input_names=list(input_names),
-            output_names=list(output_names),
-            info=info,
-        )
+        return describe_artifact(self.target, graph, precision, final, input_names, output_names, info)
 
     def runners(self, artifact: Artifact) -> list[OnnxRuntimeRunner]:
         runners = [OnnxRuntimeRunner(artifact.path)]

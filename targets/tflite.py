@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from mirror import MirrorError
-from mirror.targets.base import Artifact, atomic_path, sha256_of, size_of
+from mirror.targets.base import Artifact, atomic_path, describe_artifact, size_of
 
 _NO_QUANT = "fp32"
 
@@ -305,25 +305,15 @@ class TFLiteEmitter:
             "layout": "NCHW",
             "ops": fb.op_histogram(),
             "ops_total": len(fb.ops),
-            "size_bytes": size_of(final),
             "fp32_size_bytes": len(float_model),
             "size_ratio_vs_fp32": round(size_of(final) / len(float_model), 4),
-            "sha256": sha256_of(final),
             "deterministic": deterministic,
             "convert_s": round(t_convert, 2),
             "quantize_s": round(t_quant, 2),
             **legal_info,
             **calib_info,
         }
-        return Artifact(
-            graph=graph,
-            target=self.target,
-            precision=precision,
-            path=final,
-            input_names=list(input_names),
-            output_names=list(output_names),
-            info=info,
-        )
+        return describe_artifact(self.target, graph, precision, final, input_names, output_names, info)
 
     def runners(self, artifact: Artifact, gpu: bool | None = None) -> list[Any]:
         """The CPU runner, plus the GPU runner where a Vulkan driver is found (``gpu=None``)."""
