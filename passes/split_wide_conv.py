@@ -2,11 +2,12 @@
 
 LiteRT's GPU delegate (WebGPU, verified on SwiftShader) loads a 3x3 convolution over
 1024 input channels at 32x24, reports it fully accelerated, and returns garbage; the same
-convolution over 768 channels, or over 1024 at 16x12, is right. DIVTON's generator has
+convolution over 768 channels, or over 1024 at 16x12, is right, and so are 1x1
+convolutions over 2048 channels at 64x64 (a 3x3 one there is wrong). DIVTON's generator has
 two such convolutions (its skip connections concatenate 512 + 512 channels). The rewrite
 is exact algebra: ``conv(x, W) + b == sum_k conv(x[:, k], W[:, k]) + b`` over chunks of at
 most ``max_in_channels`` input channels, so every target may take it; the cost is one
-extra add per extra chunk.
+extra add per extra chunk. 1x1 convolutions (ResNet bottlenecks) are left alone.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ _CONV2D = torch.ops.aten.conv2d.default
 
 
 def _wide(node: torch.fx.Node, max_in: int) -> bool:
+    """A spatial (k > 1) convolution over more than ``max_in`` input channels."""
     weight = node.args[1].meta.get("val")
     groups = node.args[6] if len(node.args) > 6 else 1
-    return weight is not None and groups == 1 and weight.shape[1] > max_in
+    return weight is not None and groups == 1 and weight.shape[1] > max_in and weight.shape[2:].numel() > 1
 
 
 @register("split_wide_conv")
@@ -43,7 +45,7 @@ def split_wide_conv(program: ExportedProgram, max_in_channels: int = 512) -> Pas
 
     def decompose(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         cin = weight.shape[1]
-        if groups != 1 or cin <= max_in_channels:
+        if groups != 1 or cin <= max_in_channels or weight.shape[2:].numel() == 1:
             return NotImplemented
         out = None
         for start in range(0, cin, max_in_channels):

@@ -15,18 +15,20 @@ SWIFTSHADER = Path("/usr/lib/chromium/vk_swiftshader_icd.json")
 
 
 class Wide(nn.Module):
-    def __init__(self, cin: int, cout: int, bias: bool = True) -> None:
+    def __init__(self, cin: int, cout: int, bias: bool = True, kernel: int = 3) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
+        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.conv(x))
 
 
-@pytest.mark.parametrize("cin,bias,chunks", [(1030, True, 3), (1024, False, 2), (512, True, 1)])
-def test_split_is_exact(cin, bias, chunks):
+@pytest.mark.parametrize(
+    "cin,bias,kernel,chunks", [(1030, True, 3, 3), (1024, False, 3, 2), (512, True, 3, 1), (2048, True, 1, 1)]
+)
+def test_split_is_exact(cin, bias, kernel, chunks):
     torch.manual_seed(0)
-    model = Wide(cin, 8, bias).eval()
+    model = Wide(cin, 8, bias, kernel).eval()
     x = torch.randn(1, cin, 6, 5)
     program = torch.export.export(model, (x,))
     result = get_pass("split_wide_conv")(program, max_in_channels=512)
