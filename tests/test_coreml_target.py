@@ -16,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("coremltools")
 
+from index_sampler import decomposed_grid_sample  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
@@ -34,22 +35,6 @@ IN, OUT = ["person", "cloth"], ["warped"]
 H, W = 64, 48  # linear gather indices reach 3071 > 2048: not exact in fp16
 
 
-def _decomposed_grid_sample(img, grid):
-    """Bilinear, border padding, align_corners=False, written with plain index ops."""
-    n, c, h, w = img.shape
-    x = (((grid[..., 0] + 1) * w - 1) / 2).clamp(0, w - 1)
-    y = (((grid[..., 1] + 1) * h - 1) / 2).clamp(0, h - 1)
-    x0, y0 = torch.floor(x), torch.floor(y)
-    x1, y1 = torch.clamp(x0 + 1, max=w - 1), torch.clamp(y0 + 1, max=h - 1)
-    fx, fy = (x - x0).unsqueeze(1), (y - y0).unsqueeze(1)
-    flat = img.reshape(n, c, h * w)
-
-    def tap(yy, xx):
-        idx = (yy * w + xx).to(torch.int64).reshape(n, 1, -1).expand(n, c, -1)
-        return torch.gather(flat, 2, idx).reshape(n, c, *x.shape[1:])
-
-    return (tap(y0, x0) * (1 - fx) * (1 - fy) + tap(y0, x1) * fx * (1 - fy)
-            + tap(y1, x0) * (1 - fx) * fy + tap(y1, x1) * fx * fy)
 
 
 class Warp(nn.Module):
@@ -66,7 +51,7 @@ class Warp(nn.Module):
         h = torch.relu(self.c1(person)).detach()  # exports as aten.alias: must be dropped
         flow = torch.tanh(self.c3(torch.relu(self.c2(h)))).permute(0, 2, 3, 1)
         if self.decomposed:
-            return _decomposed_grid_sample(cloth, flow)
+            return decomposed_grid_sample(cloth, flow)
         return F.grid_sample(cloth, flow, padding_mode="border", align_corners=False)
 
 

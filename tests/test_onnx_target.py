@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+from index_sampler import decomposed_grid_sample  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
@@ -52,22 +53,6 @@ class FlowWarp(nn.Module):
         return self.c3(warped), flow
 
 
-def _decomposed_grid_sample(img, grid):
-    """Bilinear, border padding, align_corners=False, with plain index ops (flat gathers)."""
-    n, c, h, w = img.shape
-    x = (((grid[..., 0] + 1) * w - 1) / 2).clamp(0, w - 1)
-    y = (((grid[..., 1] + 1) * h - 1) / 2).clamp(0, h - 1)
-    x0, y0 = torch.floor(x), torch.floor(y)
-    x1, y1 = torch.clamp(x0 + 1, max=w - 1), torch.clamp(y0 + 1, max=h - 1)
-    fx, fy = (x - x0).unsqueeze(1), (y - y0).unsqueeze(1)
-    flat = img.reshape(n, c, h * w)
-
-    def tap(yy, xx):
-        idx = (yy * w + xx).to(torch.int64).reshape(n, 1, -1).expand(n, c, -1)
-        return torch.gather(flat, 2, idx).reshape(n, c, *x.shape[1:])
-
-    return (tap(y0, x0) * (1 - fx) * (1 - fy) + tap(y0, x1) * fx * (1 - fy)
-            + tap(y1, x0) * (1 - fx) * fy + tap(y1, x1) * fx * fy)
 
 
 class DecomposedWarp(nn.Module):
@@ -78,7 +63,7 @@ class DecomposedWarp(nn.Module):
 
     def forward(self, person, cloth):
         flow = torch.tanh(self.c2(torch.relu(self.c1(person))))
-        return _decomposed_grid_sample(cloth, flow.permute(0, 2, 3, 1))
+        return decomposed_grid_sample(cloth, flow.permute(0, 2, 3, 1))
 
 
 def _smooth(rng: np.random.Generator, h: int = 32, w: int = 32) -> np.ndarray:
