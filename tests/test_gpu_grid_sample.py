@@ -4,11 +4,6 @@ exactness of the index arithmetic, LiteRT GPU legality and the real GPU delegate
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -258,56 +253,11 @@ def test_fp16_exact_reads_the_right_pixels_in_float16(mode, padding, align):
 
 _SWIFTSHADER = Path("/usr/lib/chromium/vk_swiftshader_icd.json")
 
-_RUN_LITERT = r"""
-import json, sys, numpy as np
-from ai_edge_litert.compiled_model import CompiledModel
-from ai_edge_litert.hardware_accelerator import HardwareAccelerator as HA
-path, inputs, outputs, accel = sys.argv[1:5]
-hw = HA.GPU | HA.CPU if accel == "gpu" else HA.CPU
-model = CompiledModel.from_file(path, hardware_accel=hw)
-data = np.load(inputs)
-key = list(model.get_signature_list())[0]
-ins, outs = model.create_input_buffers(0), model.create_output_buffers(0)
-for i, buf in enumerate(ins):
-    buf.write(np.ascontiguousarray(data[f"in{i}"], dtype=np.float32))
-model.run_by_index(0, ins, outs)
-shapes = [d["shape"] for d in model.get_output_tensor_details(key).values()]
-res = {f"out{i}": b.read(int(np.prod(s)), np.float32).reshape(s)
-       for i, (b, s) in enumerate(zip(outs, shapes))}
-np.savez(outputs, **res)
-print("RESULT " + json.dumps({"fully_accelerated": bool(model.is_fully_accelerated())}))
-"""
+def run_litert(path: Path, inputs: list[np.ndarray], accel: str):
+    """Run a stock-converted .tflite (inputs args_0, args_1, ...) in a child process."""
+    from mirror.targets.litert_env import run_litert_child
 
-
-def run_litert(path: Path, inputs: list[np.ndarray], accel: str, workdir: Path) -> dict:
-    """Run a .tflite in a child process (the GPU accelerator can crash the process).
-
-    Returns ``returncode``, ``fully_accelerated``, ``log`` (native stderr) and ``outputs``."""
-    np.savez(workdir / "in.npz", **{f"in{i}": a for i, a in enumerate(inputs)})
-    env = dict(os.environ)
-    if accel == "gpu":
-        xdg = workdir / "xdg"
-        xdg.mkdir(exist_ok=True)
-        env.update(
-            VK_ICD_FILENAMES=str(_SWIFTSHADER),
-            XDG_RUNTIME_DIR=str(xdg),
-            # Chromium ships the Vulkan loader next to SwiftShader.
-            LD_LIBRARY_PATH=":".join(
-                p for p in (str(_SWIFTSHADER.parent), env.get("LD_LIBRARY_PATH")) if p
-            ),
-        )
-    proc = subprocess.run(
-        [sys.executable, "-c", _RUN_LITERT, str(path), str(workdir / "in.npz"),
-         str(workdir / f"out_{accel}.npz"), accel],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    result = {"returncode": proc.returncode, "log": proc.stderr + proc.stdout}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result.update(json.loads(line[len("RESULT "):]))
-            out = np.load(workdir / f"out_{accel}.npz")
-            result["outputs"] = [out[f"out{i}"] for i in range(len(out.files))]
-    return result
+    return run_litert_child(path, accelerator=accel, inputs={f"args_{i}": a for i, a in enumerate(inputs)})
 
 
 class _Warp(torch.nn.Module):
@@ -367,10 +317,9 @@ def test_litert_model_is_gpu_legal(litert_model):
     verdict = check_static(path, profile="classic")
     assert verdict["fully_accelerated"], verdict["unsupported"]
 
-    with tempfile.TemporaryDirectory() as d:
-        cpu = run_litert(path, inputs, "cpu", Path(d))
-    assert cpu["returncode"] == 0, cpu["log"][-2000:]
-    assert float(np.abs(cpu["outputs"][0] - want).max()) <= 1e-4
+    cpu = run_litert(path, inputs, "cpu")
+    assert cpu.ok, cpu.log[-2000:]
+    assert float(np.abs(next(iter(cpu.outputs.values())) - want).max()) <= 1e-4
 
 
 @pytest.mark.slow
@@ -382,10 +331,10 @@ def test_real_gpu_delegate_runs_everything(litert_model):
             "package to run LiteRT's GPU delegate without a GPU"
         )
     path, inputs, _ = litert_model
-    with tempfile.TemporaryDirectory() as d:
-        gpu = run_litert(path, inputs, "gpu", Path(d))
-        cpu = run_litert(path, inputs, "cpu", Path(d))
-    assert gpu["returncode"] == 0, gpu["log"][-3000:]
-    assert "not supported by GPU delegate" not in gpu["log"], gpu["log"][-3000:]
-    assert gpu["fully_accelerated"], gpu["log"][-3000:]
-    assert float(np.abs(gpu["outputs"][0] - cpu["outputs"][0]).max()) <= 1e-4
+    gpu = run_litert(path, inputs, "gpu")
+    cpu = run_litert(path, inputs, "cpu")
+    assert gpu.ok, gpu.log[-3000:]
+    assert "not supported by GPU delegate" not in gpu.log, gpu.log[-3000:]
+    assert gpu.result["fully_accelerated"], gpu.log[-3000:]
+    gpu_out, cpu_out = next(iter(gpu.outputs.values())), next(iter(cpu.outputs.values()))
+    assert float(np.abs(gpu_out - cpu_out).max()) <= 1e-4
