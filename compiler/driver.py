@@ -175,23 +175,21 @@ def _transform(
     shared = [(n, o) for n, o in pipeline if n != "gpu_grid_sample"]
     sampler_options = next((dict(o) for n, o in pipeline if n == "gpu_grid_sample"), None)
 
-    def run(spec: Any, label: str) -> tuple[Any, list[Any]]:
+    def run(program_in: Any, spec: Any, label: str) -> tuple[Any, list[Any]]:
         with progress.step(f"{unit.name}: {label}") as note:
             out, recs = run_pipeline(program_in, spec, unit.name, reference=unit.reference, example_inputs=val_inputs)
             note["result"] = ", ".join(f"{r.name}: max abs {r.max_abs_vs_reference:.2g}" for r in recs)
         return out, recs
 
-    program_in = program
-    base, records = run(shared, f"passes ({unit.pipeline})")
+    base, records = run(program, shared, f"passes ({unit.pipeline})")
     programs: dict[str, Any] = {"native": base}
     lowerings = sorted({config.sampling[t] for t in config.targets} - {"native"})
     for lowering in lowerings:
         if sampler_options is None:
             programs[lowering] = base  # this pipeline keeps grid_sample as it is
             continue
-        program_in = base
         programs[lowering], recs = run(
-            [("gpu_grid_sample", {**sampler_options, "lowering": lowering})], f"gpu_grid_sample ({lowering})"
+            base, [("gpu_grid_sample", {**sampler_options, "lowering": lowering})], f"gpu_grid_sample ({lowering})"
         )
         for r in recs:
             r.details["lowering"] = lowering
