@@ -14,3 +14,10 @@ class MirrorError(Exception):
 
     The CLI prints it as one line and exits non-zero, never a traceback.
     """
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for reporting a library's exception in one line."""
+    text = str(exc).strip().splitlines()
+    first = next((line.strip() for line in text if line.strip()), "")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -31,7 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="output folder (default: build)")
     parser.add_argument("--graphs", type=_csv, help="comma list of warp,gen,parser (default: warp,gen)")
     parser.add_argument("--targets", type=_csv, help="comma list of tflite,coreml,onnx (default: all)")
-    parser.add_argument("--precisions", type=_csv, help="comma list of fp32,fp16,int8 (default: all)")
+    parser.add_argument(
+        "--precisions",
+        type=_csv,
+        help="comma list of precisions: fp32,fp16,int8 (default), int8-full, palettize6 (mirror/precisions.py)",
+    )
     parser.add_argument(
         "--checkpoint",
         action="append",
@@ -83,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from mirror.compiler.config import load_config
 
     _quiet_converters()
-    from mirror.compiler.driver import Progress, compile_all
+    from mirror.compiler.driver import compile_all
+    from mirror.compiler.progress import Progress
 
     config = load_config(
         args.config,

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from mirror.runners.child import run_once
 
 HELP = "report package versions and whether the LiteRT GPU accelerator works here"
 
@@ -39,22 +39,6 @@ _GROUPS = (
     ["numpy", "torch", "litert_torch", "ai_edge_litert", "ai_edge_quantizer"],
     ["onnx", "onnxruntime", "coremltools", "onnxscript", "onnxsim"],
 )
-
-_IMPORT_CHILD = r"""
-import importlib, json, sys, time, warnings
-warnings.simplefilter("ignore")
-out = {}
-for name in sys.argv[1:]:
-    t = time.perf_counter()
-    try:
-        importlib.import_module(name)
-        out[name] = {"ok": True, "s": time.perf_counter() - t}
-    except BaseException as e:
-        msg = (str(e).strip().splitlines() or [""])[-1]
-        out[name] = {"ok": False, "s": time.perf_counter() - t, "error": f"{type(e).__name__}: {msg}"}
-print("MIRROR-IMPORTS " + json.dumps(out), flush=True)
-"""
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -105,37 +89,26 @@ def _pin_ok(installed: str, pin: str) -> bool:
 
 
 def _check_imports(timeout: float = 60.0) -> dict[str, dict[str, Any]]:
-    def run(group: list[str]) -> dict[str, dict[str, Any]]:
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-c", _IMPORT_CHILD, *group],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            return {n: {"ok": False, "error": f"import timed out after {timeout:.0f} s"} for n in group}
-        for line in proc.stdout.splitlines():
-            if line.startswith("MIRROR-IMPORTS "):
-                return json.loads(line[len("MIRROR-IMPORTS ") :])
-        err = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        return {n: {"ok": False, "error": f"import check crashed: {err}"} for n in group}
+    def check(group: list[str]) -> dict[str, dict[str, Any]]:
+        outcome = run_once("mirror.compiler.import_check", "import", {"modules": group}, timeout=timeout,
+                           label="import check")  # fmt: skip
+        if outcome.ok:
+            return outcome.result
+        return {n: {"ok": False, "error": f"import check failed: {outcome.error}"} for n in group}
 
     with ThreadPoolExecutor(len(_GROUPS)) as pool:
         results: dict[str, dict[str, Any]] = {}
-        for part in pool.map(run, _GROUPS):
+        for part in pool.map(check, _GROUPS):
             results.update(part)
     return results
 
 
 def run(args: argparse.Namespace) -> int:
     from mirror import __version__
-    from mirror.targets.litert_env import INSTALL_HINT, probe_gpu
+    from mirror.runners.gpu_probe import probe_gpu
 
     t0 = time.perf_counter()
     versions = _versions()
-    pins = _pins()
     with ThreadPoolExecutor(2) as pool:
         imports_f = None if args.quick else pool.submit(_check_imports)
         gpu_f = None if args.no_gpu else pool.submit(probe_gpu)
@@ -146,8 +119,25 @@ def run(args: argparse.Namespace) -> int:
     lines = [f"mirror {__version__} doctor ({platform.system()} {platform.machine()})"]
     py_note = "" if py.startswith("3.11.") else "  (MIRROR is built for Python 3.11)"
     lines.append(f"  {'python':<18} {py}{py_note}")
+    report: dict[str, Any] = {"python": py}
+    failed = _packages(versions, imports, lines, report)
+    lines.append(f"LiteRT GPU accelerator: {_gpu(gpu, report)}")
+    lines.append(f"Core ML: {_coreml(versions, report)}")
+    if failed:
+        verdict = f"NOT READY: required package(s) missing or broken: {', '.join(failed)}"
+    else:
+        verdict = "ready: every required package " + ("is installed" if args.quick else "imports")
+    lines.append(f"doctor: {verdict} ({time.perf_counter() - t0:.1f} s)")
+    report["ready"] = not failed
+    print(json.dumps(report, indent=2) if args.json else "\n".join(lines))
+    return 1 if failed else 0
+
+
+def _packages(versions: dict[str, str | None], imports: dict[str, Any], lines: list[str], report: dict) -> list[str]:
+    """One line per required package (version, pin, import time); returns the broken ones."""
+    pins = _pins()
     failed: list[str] = []
-    report: dict[str, Any] = {"python": py, "packages": {}}
+    report["packages"] = {}
     for dist, mod in REQUIRED:
         ver = versions[dist]
         notes = []
@@ -167,24 +157,30 @@ def run(args: argparse.Namespace) -> int:
                     failed.append(dist)
         lines.append(f"  {dist:<18} {ver or '-':<10} {' '.join(notes)}".rstrip())
         report["packages"][dist] = {"version": ver, **imports.get(mod, {})}
+    return failed
+
+
+def _gpu(gpu: Any, report: dict[str, Any]) -> str:
+    from mirror.runners.vulkan import INSTALL_HINT
 
     if gpu is None:
-        gpu_line = "skipped (--no-gpu)"
-    else:
-        gpu_line = gpu.describe()
-        if not gpu.driver.found:
-            gpu_line += "; GPU verification will fall back to static rules"
-        elif not gpu.ok:
-            gpu_line += f" (is the driver complete? {INSTALL_HINT})"
-        report["gpu"] = {
-            "ok": gpu.ok,
-            "driver": str(gpu.driver.icd) if gpu.driver.icd else None,
-            "checked": gpu.driver.checked,
-            "adapter": gpu.adapter,
-            "error": gpu.error,
-        }
-    lines.append(f"LiteRT GPU accelerator: {gpu_line}")
+        return "skipped (--no-gpu)"
+    line = gpu.describe()
+    if not gpu.driver.found:
+        line += "; GPU verification will fall back to static rules"
+    elif not gpu.ok:
+        line += f" (is the driver complete? {INSTALL_HINT})"
+    report["gpu"] = {
+        "ok": gpu.ok,
+        "driver": str(gpu.driver.icd) if gpu.driver.icd else None,
+        "checked": gpu.driver.checked,
+        "adapter": gpu.adapter,
+        "error": gpu.error,
+    }
+    return line
 
+
+def _coreml(versions: dict[str, str | None], report: dict[str, Any]) -> str:
     coreml_ver = versions.get("coremltools")
     if platform.system() == "Darwin":
         coreml = f"conversion and prediction available (coremltools {coreml_ver})"
@@ -193,18 +189,5 @@ def run(args: argparse.Namespace) -> int:
             f"conversion available (coremltools {coreml_ver}); prediction is macOS-only, "
             f"not available on {platform.system()}"
         )
-    lines.append(f"Core ML: {coreml}")
     report["coreml"] = coreml
-
-    if failed:
-        verdict = f"NOT READY: required package(s) missing or broken: {', '.join(failed)}"
-    else:
-        verdict = "ready: every required package " + ("is installed" if args.quick else "imports")
-    lines.append(f"doctor: {verdict} ({time.perf_counter() - t0:.1f} s)")
-    report["ready"] = not failed
-
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join(lines))
-    return 1 if failed else 0
+    return coreml

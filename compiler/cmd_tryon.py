@@ -55,10 +55,13 @@ def run(args: argparse.Namespace) -> int:
     dnn = DivtonRunner(args.build, garment, args.target, args.precision, "gpu" if args.gpu else "cpu", roi_mode)
     frames, _ = load_frames(args.video)
     composited = []
-    for t, frame in enumerate(iter_replay(store, dnn, frames)):
-        composited.append(frame)
-        if not args.quiet and (t + 1) % 30 == 0:
-            print(f"tryon: {t + 1}/{store.frames} frames, {dnn.calls} DIVTON runs", file=sys.stderr, flush=True)
+    try:
+        for t, frame in enumerate(iter_replay(store, dnn, frames)):
+            composited.append(frame)
+            if not args.quiet and (t + 1) % 30 == 0:
+                print(f"tryon: {t + 1}/{store.frames} frames, {dnn.calls} DIVTON runs", file=sys.stderr, flush=True)
+    finally:
+        dnn.close()
     video = np.stack(composited)
     tmp = out.with_name(f".{out.name}.tmp")
     try:

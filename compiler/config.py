@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mirror import MirrorError
+from mirror import MirrorError, precisions
 
 TARGETS = ("tflite", "coreml", "onnx")
-PRECISIONS = ("fp32", "fp16", "int8", "int8-full", "palettize6")
-DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = precisions.names()  # recipes and aliases, stated in mirror/precisions.py
+DEFAULT_PRECISIONS = precisions.DEFAULT
 KNOWN_GRAPHS = ("warp", "gen", "parser")
 # How each target gets grid_sample (the gpu_grid_sample pass's lowering, or "native" to keep
 # grid_sample for the target's own sampler, e.g. Core ML's resample):

@@ -51,6 +51,7 @@ class PassRecord:
     params_after: int
     max_abs_vs_reference: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    pipeline: str = ""  # the pipeline that ran it: a shared one ("divton-warp") or a backend ("tflite")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,6 +100,7 @@ def run_pipeline(
     graph: str,
     reference: Callable[..., Any] | None = None,
     example_inputs: tuple[torch.Tensor, ...] | None = None,
+    pipeline_name: str = "",
 ) -> tuple[ExportedProgram, list[PassRecord]]:
     """Run ``pipeline`` on ``program``; record ops, FLOPs, params and parity per pass.
 
@@ -132,6 +134,7 @@ def run_pipeline(
                 params_after=analysis.count_params(program),
                 max_abs_vs_reference=max_abs,
                 details=result.details,
+                pipeline=pipeline_name,
             )
         )
     return program, records

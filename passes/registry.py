@@ -1,23 +1,36 @@
-"""Imports every built-in pass (registering it by name) and defines the named pipelines.
+"""Imports every built-in pass (registering it by name) and defines the shared pipelines.
 
-A pipeline is a named list of ``(pass name, options)``. Add a pass by writing one module
-with one ``@register("name")`` function and importing it here.
+A pipeline is a named list of ``(pass name, options)``. The shared pipelines run once per
+graph; each backend then runs its own pipeline on the result (``targets/<backend>.py``,
+``pipeline(lowering)``): its ``grid_sample`` lowering and its legalizations, under
+namespaced names (``litert::split_wide_conv``, ``coreml::core_aten``). Add a pass by
+writing one module with one ``@register("name")`` function and importing it here.
 """
 
 from __future__ import annotations
 
 # Built-in passes register themselves on import.
-from mirror.passes import cleanup, gpu_grid_sample, split_wide_conv, strip_correlation  # noqa: F401
+from mirror.passes import (  # noqa: F401
+    cleanup,
+    contiguous_inputs,
+    core_aten,
+    float_clamp_bounds,
+    gpu_grid_sample,
+    litert_gather,
+    split_wide_conv,
+    strip_correlation,
+)
 from mirror.passes.base import PipelineSpec
 
 PIPELINES: dict[str, PipelineSpec] = {
-    # Any exported model: make it convertible and GPU-friendly.
-    "default": [
-        ("drop_aliases", {}),
-        ("split_wide_conv", {"max_in_channels": 512}),
-        ("gpu_grid_sample", {}),
-    ],
+    # Any exported model: no-op nodes out; the backends take it from there.
+    "default": [("drop_aliases", {})],
 }
 
 # The DIVTON warper exported in its full PF-AFN form.
 PIPELINES["divton-warp"] = [("strip_correlation", {"levels": (3, 4)}), *PIPELINES["default"]]
+
+
+def lowering_passes(lowering: str) -> PipelineSpec:
+    """The ``grid_sample`` lowering step of a backend pipeline ("native": none)."""
+    return [] if lowering == "native" else [("gpu_grid_sample", {"lowering": lowering})]

@@ -1,4 +1,4 @@
-"""``split_wide_conv``: split convolutions over many input channels into summed slices.
+"""``litert::split_wide_conv``: split convolutions over many input channels into summed slices.
 
 LiteRT's GPU delegate (WebGPU, verified on SwiftShader) loads a 3x3 convolution over
 1024 input channels at 32x24, reports it fully accelerated, and returns garbage; the same
@@ -6,8 +6,9 @@ convolution over 768 channels, or over 1024 at 16x12, is right, and so are 1x1
 convolutions over 2048 channels at 64x64 (a 3x3 one there is wrong). DIVTON's generator has
 two such convolutions (its skip connections concatenate 512 + 512 channels). The rewrite
 is exact algebra: ``conv(x, W) + b == sum_k conv(x[:, k], W[:, k]) + b`` over chunks of at
-most ``max_in_channels`` input channels, so every target may take it; the cost is one
-extra add per extra chunk. 1x1 convolutions (ResNet bottlenecks) are left alone.
+most ``max_in_channels`` input channels; the cost is one extra add per extra chunk, so only
+the LiteRT backend pipeline runs it (ONNX and Core ML keep the single convolution).
+1x1 convolutions (ResNet bottlenecks) are left alone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _wide(node: torch.fx.Node, max_in: int) -> bool:
     return weight is not None and groups == 1 and weight.shape[1] > max_in and weight.shape[2:].numel() > 1
 
 
-@register("split_wide_conv")
+@register("litert::split_wide_conv")
 def split_wide_conv(program: ExportedProgram, max_in_channels: int = 512) -> PassResult:
     wide = [
         n for n in program.graph.nodes if n.op == "call_function" and n.target == _CONV2D and _wide(n, max_in_channels)

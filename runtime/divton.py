@@ -2,7 +2,8 @@
 
 ``DivtonRunner`` finds the warp and gen artifacts of one target and precision in a build's
 ``manifest.json`` (written by ``mirror compile``), checks each file's SHA-256 against it,
-and runs them with the LiteRT or onnxruntime runner. No torch and no compiler: this is
+and runs them with the LiteRT or onnxruntime runner (``mirror.runners``; the LiteRT GPU
+runner keeps one child process for all keyframes). No torch and no compiler: this is
 what ships on the device.
 
 Per keyframe: person crop (uint8, background white) -> [-1, 1]; parsing crop -> one-hot
@@ -32,7 +33,7 @@ RUNTIMES = {"tflite": ("litert-cpu", "litert-gpu"), "onnx": ("onnxruntime",)}
 
 def find_artifact(build: Path, graph: str, target: str, precision: str) -> Path:
     """The verified path of one artifact listed in ``build/manifest.json``."""
-    from mirror.targets.base import sha256_of
+    from mirror.files import sha256_of
 
     manifest_path = build / "manifest.json"
     if not manifest_path.is_file():
@@ -57,10 +58,10 @@ def find_artifact(build: Path, graph: str, target: str, precision: str) -> Path:
 
 def _runner(path: Path, target: str, accelerator: str) -> Any:
     if target == "tflite":
-        from mirror.targets.tflite import LiteRTRunner
+        from mirror.runners.litert import litert_runner
 
-        return LiteRTRunner(path, accelerator)
-    from mirror.targets.onnx import OnnxRuntimeRunner
+        return litert_runner(path, accelerator)
+    from mirror.runners.onnxruntime import OnnxRuntimeRunner
 
     return OnnxRuntimeRunner(path)
 
@@ -104,6 +105,11 @@ class DivtonRunner:
             "cloth": self.garment.cloth,
             "edge": self.garment.edge,
         }
+
+    def close(self) -> None:
+        """Release both runners (the GPU runner's child process)."""
+        self.warp.close()
+        self.gen.close()
 
     def __call__(self, request: KeyframeRequest) -> tuple[np.ndarray, np.ndarray]:
         t0 = time.perf_counter()

@@ -1,24 +1,19 @@
-"""The small protocol every target follows: an emitter writes an artifact, runners run it.
+"""The protocol every target follows: a pipeline of its own, an emitter, runners for its artifacts.
 
-Validation treats PyTorch, onnxruntime, LiteRT CPU, LiteRT GPU and Core ML alike: each is a
-``Runner`` that takes named float32 numpy inputs and returns named numpy outputs, in the
-reference graph's input and output order.
+A backend (``tflite``, ``onnx``, ``coreml``) declares the passes its artifacts go through
+after the shared pipeline (``pipeline(lowering)``), writes one artifact per precision
+(``emit``) and names the runners (``runners/``) that run what it wrote. Which precisions
+it realizes is stated once, in ``mirror/precisions.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
-PRECISIONS = ("fp32", "fp16", "int8")
+from mirror.files import sha256_of, size_of
+from mirror.passes.base import PipelineSpec
 
 
 @dataclass
@@ -27,19 +22,11 @@ class Artifact:
 
     graph: str
     target: str  # "tflite", "coreml", "onnx"
-    precision: str  # "fp32", "fp16", "int8", or a recipe name such as "int8-weight"
+    precision: str  # the precision name asked for ("fp16", "int8", "int8-full", ...)
     path: Path
     input_names: list[str]
     output_names: list[str]
     info: dict[str, Any] = field(default_factory=dict)
-
-
-class Runner(Protocol):
-    """Runs one artifact (or the PyTorch reference) on numpy inputs."""
-
-    name: str  # "pytorch", "onnxruntime", "litert-cpu", "litert-gpu", "onnxruntime-ort", "coreml"
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 class Emitter(Protocol):
@@ -47,11 +34,15 @@ class Emitter(Protocol):
 
     target: str
 
+    def pipeline(self, lowering: str) -> PipelineSpec:
+        """The backend's passes, run after the shared pipeline (``lowering``: grid_sample's)."""
+        ...
+
     def emit(
         self,
-        program: Any,  # torch.export.ExportedProgram after the pass pipeline
+        program: Any,  # torch.export.ExportedProgram after the shared and backend pipelines
         graph: str,  # "warp", "gen", "parser" or a user model's name
-        precision: str,  # a name from PRECISIONS or a target-specific recipe
+        precision: str,  # a name from mirror.precisions
         out_dir: Path,
         *,
         example_inputs: tuple[Any, ...],  # torch tensors, in input order
@@ -62,7 +53,9 @@ class Emitter(Protocol):
         """Write the artifact atomically into ``out_dir`` and describe it."""
         ...
 
-    def runners(self, artifact: Artifact) -> list[Runner]: ...
+    def runners(self, artifact: Artifact) -> list[Any]:
+        """The runners (``mirror.runners``) that can run ``artifact``."""
+        ...
 
 
 def describe_artifact(
@@ -78,49 +71,3 @@ def describe_artifact(
     info["size_bytes"] = size_of(path)
     info["sha256"] = sha256_of(path)
     return Artifact(graph, target, precision, path, list(input_names), list(output_names), info)
-
-
-def sha256_of(path: Path) -> str:
-    """Digest of a file, or of a package folder (relative paths and contents, sorted)."""
-    h = hashlib.sha256()
-    if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            h.update(str(f.relative_to(path)).encode())
-            h.update(f.read_bytes())
-    else:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def size_of(path: Path) -> int:
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size
-
-
-@contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; move it onto ``final`` only if the block succeeds.
-
-    A failed emit therefore never leaves a file that looks like a valid artifact.
-    Works for files and for package folders (.mlpackage).
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    tmp = tmp_dir / final.name
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(f"emitter wrote nothing to {tmp}")
-        if final.is_dir():
-            import shutil
-
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        import shutil
-
-        shutil.rmtree(tmp_dir, ignore_errors=True)

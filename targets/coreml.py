@@ -1,12 +1,12 @@
 """Core ML target: an ``.mlpackage`` (ML program) from the transformed ExportedProgram.
 
-Conversion: ``drop_aliases`` (``.detach()`` exports as ``aten.alias``, which coremltools 9
-rejects), ``run_decompositions({})``, user inputs recorded with a non-contiguous layout
-(a channels-last or permuted example input) re-declared contiguous (coremltools 9 rejects any
-other dim order; ``contiguous_user_inputs``), the core-ATen overloads coremltools 9 lacks
-(``where.ScalarOther``) routed to its existing translations (``register_missing_torch_ops``),
-integer clamp bounds on float tensors made floats (``float_clamp_bounds``),
-then ``ct.convert(convert_to="mlprogram",
+The Core ML backend pipeline (``CoreMLEmitter.pipeline``) runs, after the shared passes
+(which drop the ``aten.alias`` nodes coremltools 9 rejects): the grid_sample lowering,
+``coreml::core_aten`` (``run_decompositions({})``), ``coreml::contiguous_inputs`` (user
+inputs recorded with a non-contiguous layout re-declared contiguous; coremltools 9 rejects
+any other dim order) and ``coreml::float_clamp_bounds``. The emitter then routes the
+core-ATen overloads coremltools 9 lacks (``where.ScalarOther``) to its existing translations
+(``register_missing_torch_ops``) and calls ``ct.convert(convert_to="mlprogram",
 minimum_deployment_target=iOS16+)`` with float32 inputs/outputs named as the graph's.
 
 Precisions ("recipes"):
@@ -54,7 +54,6 @@ import contextlib
 import io
 import json
 import logging
-import platform
 import time
 import uuid
 from collections import Counter
@@ -64,13 +63,17 @@ from typing import Any
 
 import numpy as np
 
-from mirror import MirrorError
-from mirror.targets.base import Artifact, atomic_path, describe_artifact
+from mirror import MirrorError, one_line
+from mirror.files import atomic_path
+from mirror.passes.base import PipelineSpec
+from mirror.passes.registry import lowering_passes
+from mirror.precisions import get_recipe, supported, target_names
+from mirror.runners.coreml import CoreMLRunner
+from mirror.targets.base import Artifact, describe_artifact
+from mirror.targets.index_region import index_region
 
-COREML_PRECISIONS = ("fp16", "fp32", "int8", "palettize6")
 PALETTIZE_MIN_WEIGHTS = 10_000
 SAMPLERS = ("decomposed", "resample", "auto")
-NOT_RUN_REASON = "not run: Core ML prediction is macOS-only"
 
 # Core ML spec version -> the OS that introduced it (ML programs start at 5 = iOS15).
 SPEC_VERSION_TO_TARGET = {5: "iOS15", 6: "iOS16", 7: "iOS16", 8: "iOS17", 9: "iOS18", 10: "iOS26"}
@@ -137,7 +140,6 @@ class CoreMLEmitter:
     """
 
     target = "coreml"
-    precisions = COREML_PRECISIONS
 
     def __init__(
         self,
@@ -162,10 +164,20 @@ class CoreMLEmitter:
         self.fp32_ops = fp32_ops
         self.weight_threshold = weight_threshold
         self.reproducible = reproducible
-        # The last program's preparation and conversions by compute precision: fp16, int8 and
+        # The last program's conversions by compute precision: fp16, int8 and
         # palettize6 packages of one program share one fp16 conversion (the slow step).
         self._cache_key: int | None = None
         self._cache: dict[str, Any] = {}
+
+    def pipeline(self, lowering: str) -> PipelineSpec:
+        """The passes a Core ML package goes through after the shared pipeline: the grid_sample
+        lowering, then what coremltools 9 needs (core ATen, contiguous inputs, float clamp bounds)."""
+        return [
+            *lowering_passes(lowering),
+            ("coreml::core_aten", {}),
+            ("coreml::contiguous_inputs", {}),
+            ("coreml::float_clamp_bounds", {}),
+        ]
 
     def emit(
         self,
@@ -183,26 +195,22 @@ class CoreMLEmitter:
         sampler = sampler or self.sampler
         if sampler not in SAMPLERS:
             raise MirrorError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
-        if precision not in COREML_PRECISIONS:
+        if not supported(self.target, precision):
             raise MirrorError(
-                f"Core ML target: unknown precision {precision!r}; use one of {', '.join(COREML_PRECISIONS)}"
+                f"Core ML target: no {precision!r} recipe; use one of {', '.join(target_names(self.target))}"
             )
         if len(example_inputs) != len(input_names):
             raise MirrorError(
                 f"Core ML target: {len(example_inputs)} example inputs but {len(input_names)} input names"
             )
         t0 = time.perf_counter()
+        recipe = get_recipe(precision).name
         info: dict[str, Any] = {
+            "recipe": recipe,
             "minimum_deployment_target": self.minimum_deployment_target,
             "weight_threshold": self.weight_threshold,
         }
-
-        if self._cache_key != id(program):
-            self._cache_key, self._cache = id(program), {"source": program}  # keeps the id alive
-            self._cache["prepared"] = _prepare(program, graph)
-        program, n_grid, relaid = self._cache["prepared"]
-        if relaid:
-            info["inputs_made_contiguous"] = relaid
+        n_grid = grid_samplers(program)
         if sampler == "decomposed" and n_grid:
             raise MirrorError(
                 f"Core ML target: {graph} still has {n_grid} grid_sample op(s) but sampler='decomposed';"
@@ -210,9 +218,29 @@ class CoreMLEmitter:
             )
         info["sampler_requested"] = sampler
         info["grid_sample_ops"] = n_grid
+        mlmodel = self._converted(program, graph, recipe, sampler, example_inputs, input_names, output_names, info)
+        if recipe in ("int8-weight", "palettize6"):
+            t = time.perf_counter()
+            mlmodel, info["compression"] = _compress(mlmodel, recipe, self.weight_threshold, graph)
+            info["compress_s"] = round(time.perf_counter() - t, 3)
+        final = Path(out_dir) / f"{graph}_{precision}.mlpackage"
+        self._save(mlmodel, final, info)
+        info["emit_s"] = round(time.perf_counter() - t0, 3)
+        return describe_artifact(self.target, graph, precision, final, input_names, output_names, info)
 
+    def runners(self, artifact: Artifact) -> list[Any]:
+        return [CoreMLRunner(artifact.path)]
+
+    def _converted(
+        self, program: Any, graph: str, recipe: str, sampler: str, example_inputs: tuple[Any, ...],
+        input_names: list[str], output_names: list[str], info: dict[str, Any],
+    ) -> Any:  # fmt: skip
+        """The converted model at the recipe's compute precision; one conversion per program
+        and compute precision (fp16, int8 and palettize6 packages share the fp16 one)."""
+        if self._cache_key != id(program):
+            self._cache_key, self._cache = id(program), {"source": program}  # keeps the id alive
         t = time.perf_counter()
-        compute = "fp32" if precision == "fp32" else "fp16"
+        compute = "fp32" if recipe == "fp32" else "fp16"
         key = f"converted-{compute}-{sampler}"
         if key not in self._cache:
             self._cache[key] = self._convert(program, graph, compute, example_inputs, input_names, output_names)
@@ -221,22 +249,19 @@ class CoreMLEmitter:
         mlmodel, kept = self._cache[key]
         info["convert_s"] = round(time.perf_counter() - t, 3)
         info["compute_precision"] = compute
-        if precision != "fp32":
+        if recipe != "fp32":
             info["fp32_ops_rule"] = self.fp32_ops if isinstance(self.fp32_ops, str) else "callable"
             info["fp32_ops"] = sorted(kept)
+        return mlmodel
 
-        if precision in ("int8", "palettize6"):
-            t = time.perf_counter()
-            mlmodel, info["compression"] = _compress(mlmodel, precision, self.weight_threshold, graph)
-            info["compress_s"] = round(time.perf_counter() - t, 3)
-
-        final = Path(out_dir) / f"{graph}_{precision}.mlpackage"
+    def _save(self, mlmodel: Any, final: Path, info: dict[str, Any]) -> None:
+        """Save the package atomically (made reproducible) and describe its ops."""
         with atomic_path(final) as tmp:
             try:
                 with _quiet():
                     mlmodel.save(str(tmp))
             except Exception as exc:  # noqa: BLE001
-                raise MirrorError(f"Core ML target: saving {final.name} failed: {_one_line(exc)}") from exc
+                raise MirrorError(f"Core ML target: saving {final.name} failed: {one_line(exc)}") from exc
             if self.reproducible:
                 info["conversion_date"] = make_reproducible(tmp)
             info["ops"] = coreml_op_summary(tmp)
@@ -250,11 +275,6 @@ class CoreMLEmitter:
             if self.reproducible
             else "coremltools default: Manifest.json UUIDs are random on every save"
         )
-        info["emit_s"] = round(time.perf_counter() - t0, 3)
-        return describe_artifact(self.target, graph, precision, final, input_names, output_names, info)
-
-    def runners(self, artifact: Artifact) -> list[CoreMLRunner]:
-        return [CoreMLRunner(artifact.path)]
 
     # ---------------------------------------------------------------------------------
 
@@ -303,104 +323,13 @@ class CoreMLEmitter:
                     skip_model_load=True,
                 )
         except Exception as exc:  # noqa: BLE001 - one clear line for the user
-            raise MirrorError(f"Core ML conversion of {graph} failed: {_one_line(exc)}") from exc
+            raise MirrorError(f"Core ML conversion of {graph} failed: {one_line(exc)}") from exc
         return mlmodel, kept
 
 
 # --------------------------------------------------------------------------------------
 # Steps
 # --------------------------------------------------------------------------------------
-
-
-def _prepare(program: Any, graph: str) -> tuple[Any, int, list[str]]:
-    """Drop alias nodes, decompose to core ATen, give user inputs a contiguous layout;
-    count grid samplers left. Returns (program, grid samplers, inputs re-laid out)."""
-    from mirror.passes.cleanup import drop_aliases
-
-    try:
-        program = drop_aliases(program).program
-        program = program.run_decompositions({})
-        relaid = contiguous_user_inputs(program)
-        float_clamp_bounds(program)
-    except Exception as exc:  # noqa: BLE001
-        raise MirrorError(f"Core ML target: preparing {graph} failed: {_one_line(exc)}") from exc
-    n_grid = sum(
-        1
-        for n in program.graph.nodes
-        if n.op == "call_function" and "grid_sampler" in str(getattr(n.target, "__name__", n.target))
-    )
-    return program, n_grid, relaid
-
-
-def contiguous_user_inputs(program: Any) -> list[str]:
-    """Give every user-input placeholder of ``program`` a contiguous (row-major) value; in place.
-
-    ``torch.export`` records the strides of the example inputs it was traced with, so a
-    channels-last or permuted example (``one_hot(...).permute(0, 3, 1, 2)``,
-    ``x.to(memory_format=torch.channels_last)``) makes the placeholder's ``dim_order()``
-    something other than ``(0, 1, ..., n-1)``. coremltools 9 refuses such an input outright
-    ("Core ML does not have general support for non-contiguous dim order"), although the
-    strides are irrelevant to it: a Core ML input is a dense MLMultiArray in logical (row-major)
-    order and every aten op of the program is defined on logical values. Only the recorded
-    layout changes here; the graph and its results do not. Interior values (permute outputs,
-    strided views) are not checked by coremltools and are left alone.
-
-    Returns the names of the placeholders that were re-laid out.
-    """
-    import torch
-    from torch._guards import detect_fake_mode
-    from torch.export.graph_signature import InputKind
-
-    user = {s.arg.name for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT}
-    changed: list[str] = []
-    for node in program.graph.nodes:
-        if node.op != "placeholder" or node.name not in user:
-            continue
-        val = node.meta.get("val")
-        if not isinstance(val, torch.Tensor) or val.dim_order() == tuple(range(val.dim())):
-            continue
-        fake_mode = detect_fake_mode([val])
-        with fake_mode if fake_mode is not None else contextlib.nullcontext():
-            dense = torch.empty(val.shape, dtype=val.dtype, device=val.device)
-        node.meta["val"] = dense
-        if "tensor_meta" in node.meta:
-            from torch.fx.passes.shape_prop import _extract_tensor_metadata
-
-            node.meta["tensor_meta"] = _extract_tensor_metadata(dense)
-        changed.append(node.name)
-    return changed
-
-
-def float_clamp_bounds(program: Any) -> int:
-    """Make an integer ``clamp_min``/``clamp_max`` bound on a floating tensor a float; in place.
-
-    ``torch.clamp_max(x, 127)`` on a float ``x`` is valid torch (the result stays float), but
-    coremltools 9 translates ``clamp_min``/``clamp_max`` with ``assert x.dtype == y.dtype``
-    and fails with a bare AssertionError (its ``clamp``, ``minimum`` and ``maximum`` promote).
-    The bound becomes the equal Python float, which is what torch computes with anyway.
-    Returns how many nodes were changed.
-    """
-    import torch
-
-    aten = torch.ops.aten
-    targets = (aten.clamp_min.default, aten.clamp_max.default)
-    changed = 0
-    for node in program.graph.nodes:
-        if node.op != "call_function" or node.target not in targets or len(node.args) < 2:
-            continue
-        x, bound = node.args[0], node.args[1]
-        val = getattr(x, "meta", {}).get("val")
-        if (
-            isinstance(bound, int)
-            and not isinstance(bound, bool)
-            and isinstance(val, torch.Tensor)
-            and val.dtype.is_floating_point
-        ):
-            node.args = (x, float(bound), *node.args[2:])
-            changed += 1
-    if changed:
-        program.graph_module.recompile()
-    return changed
 
 
 def register_missing_torch_ops() -> list[str]:
@@ -429,12 +358,21 @@ def register_missing_torch_ops() -> list[str]:
     return added
 
 
+def grid_samplers(program: Any) -> int:
+    """How many ``grid_sampler`` calls a program still holds."""
+    return sum(
+        1
+        for n in program.graph.nodes
+        if n.op == "call_function" and "grid_sampler" in str(getattr(n.target, "__name__", n.target))
+    )
+
+
 def _compress(mlmodel: Any, precision: str, weight_threshold: int, graph: str) -> tuple[Any, dict[str, Any]]:
     import coremltools.optimize.coreml as cto
 
     try:
         with _quiet():
-            if precision == "int8":
+            if precision == "int8-weight":
                 op_config = cto.OpLinearQuantizerConfig(
                     mode="linear_symmetric",
                     dtype="int8",
@@ -465,7 +403,7 @@ def _compress(mlmodel: Any, precision: str, weight_threshold: int, graph: str) -
                     "granularity": "per_tensor",
                 }
     except Exception as exc:  # noqa: BLE001
-        raise MirrorError(f"Core ML {precision} compression of {graph} failed: {_one_line(exc)}") from exc
+        raise MirrorError(f"Core ML {precision} compression of {graph} failed: {one_line(exc)}") from exc
     return out, desc
 
 
@@ -489,7 +427,6 @@ def index_op_selector() -> Callable[[Any], bool]:
 
 def mil_index_ops(block: Any) -> set[int]:
     """ids of the ops of a MIL block that compute gather indices (see index_region)."""
-    from mirror.targets.onnx import index_region
 
     ops = list(block.operations)
     nodes = []
@@ -612,62 +549,6 @@ def coreml_package_info(path: str | Path) -> dict[str, Any]:
         "outputs": [feat(f) for f in spec.description.output],
         "metadata": dict(spec.description.metadata.userDefined),
     }
-
-
-# --------------------------------------------------------------------------------------
-# Runner
-# --------------------------------------------------------------------------------------
-
-
-class CoreMLRunner:
-    """Runs an ``.mlpackage`` with Core ML, which exists only on macOS.
-
-    Elsewhere ``available()`` is False, ``reason()`` says why, and ``run`` raises a
-    MirrorError with that reason, so validation can record "not run" instead of a number.
-    """
-
-    name = "coreml"
-
-    def __init__(self, path: str | Path, *, compute_units: str = "ALL") -> None:
-        self.path = Path(path)
-        self.compute_units = compute_units
-        self._model = None
-
-    @staticmethod
-    def available() -> bool:
-        return CoreMLRunner.reason() is None
-
-    @staticmethod
-    def reason() -> str | None:
-        """None when Core ML prediction can run here, else why not."""
-        if platform.system() != "Darwin":
-            return f"{NOT_RUN_REASON} (this is {platform.system() or 'an unknown OS'})"
-        try:
-            import coremltools.libcoremlpython  # noqa: F401
-        except ImportError:
-            return f"{NOT_RUN_REASON}: coremltools has no native runtime in this install"
-        return None
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        why = self.reason()
-        if why is not None:
-            raise MirrorError(why)
-        if self._model is None:
-            import coremltools as ct
-
-            self._model = ct.models.MLModel(str(self.path), compute_units=getattr(ct.ComputeUnit, self.compute_units))
-        feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
-        out = self._model.predict(feeds)
-        return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
-
-
-# --------------------------------------------------------------------------------------
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = next((line.strip() for line in text if line.strip()), "")
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 @contextlib.contextmanager

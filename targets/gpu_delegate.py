@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mirror.runners.litert import LiteRTGpuRunner
+from mirror.runners.tflite_file import OpInfo, TFLiteGraph, read_tflite
+from mirror.runners.vulkan import find_vulkan_driver
 
 GPU_OPS = frozenset(
     """ABS ADD AVERAGE_POOL_2D BATCH_MATMUL CAST CEIL CONCATENATION CONV_2D COS CUMSUM
@@ -47,156 +50,6 @@ GPU_OPS = frozenset(
 GPU_CUSTOM_OPS = frozenset({"Convolution2DTransposeBias", "MaxPoolingWithArgmax2D", "MaxUnpooling2D", "Resampler"})
 INT32_OK_CONSUMERS = frozenset({"CAST", "GATHER", "ONE_HOT"})
 PROFILES = ("classic", "webgpu")
-
-
-# ---------------------------------------------------------------------------------------
-# Reading the flatbuffer (with the schema module shipped in ai_edge_litert).
-
-
-@dataclass
-class TensorInfo:
-    index: int
-    name: str
-    dtype: str  # "FLOAT32", "INT32", ...
-    shape: tuple[int, ...]
-    constant: bool
-    scale: tuple[float, ...] = ()
-    zero_point: tuple[int, ...] = ()
-
-
-@dataclass
-class OpInfo:
-    index: int
-    name: str  # builtin name ("CONV_2D") or the custom code
-    version: int
-    inputs: list[int]  # tensor indices, -1 for an omitted optional input
-    outputs: list[int]
-    custom: bool = False
-    options: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class TFLiteGraph:
-    """One subgraph of a .tflite model, with its signature (names in definition order)."""
-
-    tensors: list[TensorInfo]
-    ops: list[OpInfo]
-    signature_key: str | None
-    signature_inputs: list[tuple[str, int]]  # (name, tensor index), in definition order
-    signature_outputs: list[tuple[str, int]]
-    subgraph_inputs: list[int]
-    subgraph_outputs: list[int]
-
-    def op_histogram(self) -> dict[str, int]:
-        hist: dict[str, int] = defaultdict(int)
-        for op in self.ops:
-            hist[op.name] += 1
-        return dict(sorted(hist.items()))
-
-
-def _enum_names(cls: type) -> dict[int, str]:
-    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-
-def read_tflite(path: Path | str, signature: str | None = None) -> TFLiteGraph:
-    """Read the ops and tensors of the subgraph behind ``signature`` (default: the first)."""
-    from ai_edge_litert import schema_py_generated as fb
-
-    buf = Path(path).read_bytes()
-    model = fb.Model.GetRootAs(buf, 0)
-    op_names = _enum_names(fb.BuiltinOperator)
-    type_names = _enum_names(fb.TensorType)
-
-    sig_key = None
-    sig_in: list[tuple[str, int]] = []
-    sig_out: list[tuple[str, int]] = []
-    sub_index = 0
-    for i in range(model.SignatureDefsLength()):
-        sd = model.SignatureDefs(i)
-        key = sd.SignatureKey().decode()
-        if signature is None or key == signature:
-            sig_key = key
-            sub_index = sd.SubgraphIndex()
-            sig_in = [(sd.Inputs(j).Name().decode(), sd.Inputs(j).TensorIndex()) for j in range(sd.InputsLength())]
-            sig_out = [(sd.Outputs(j).Name().decode(), sd.Outputs(j).TensorIndex()) for j in range(sd.OutputsLength())]
-            break
-    else:
-        if signature is not None:
-            raise KeyError(f"no signature {signature!r} in {path}")
-    g = model.Subgraphs(sub_index)
-
-    tensors: list[TensorInfo] = []
-    for t in range(g.TensorsLength()):
-        ten = g.Tensors(t)
-        b = model.Buffers(ten.Buffer()) if ten.Buffer() < model.BuffersLength() else None
-        const = b is not None and (b.DataLength() > 0 or b.Offset() > 1)
-        scale: tuple[float, ...] = ()
-        zp: tuple[int, ...] = ()
-        q = ten.Quantization()
-        if q is not None and q.ScaleLength() > 0:
-            scale = tuple(float(x) for x in q.ScaleAsNumpy())
-            zp = tuple(int(x) for x in q.ZeroPointAsNumpy()) if q.ZeroPointLength() else ()
-        tensors.append(
-            TensorInfo(
-                index=t,
-                name=(ten.Name() or b"").decode("utf-8", "replace"),
-                dtype=type_names.get(ten.Type(), str(ten.Type())),
-                shape=tuple(int(x) for x in ten.ShapeAsNumpy()) if ten.ShapeLength() else (),
-                constant=bool(const),
-                scale=scale,
-                zero_point=zp,
-            )
-        )
-
-    ops: list[OpInfo] = []
-    for i in range(g.OperatorsLength()):
-        op = g.Operators(i)
-        oc = model.OperatorCodes(op.OpcodeIndex())
-        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-        name = op_names.get(code, f"BUILTIN_{code}")
-        custom = name == "CUSTOM"
-        if custom:
-            name = (oc.CustomCode() or b"").decode("utf-8", "replace")
-        options: dict[str, int] = {}
-        table = op.BuiltinOptions()
-        if table is not None:
-            if op.BuiltinOptionsType() == fb.BuiltinOptions.GatherOptions:
-                o = fb.GatherOptions()
-                o.Init(table.Bytes, table.Pos)
-                options = {"axis": o.Axis(), "batch_dims": o.BatchDims()}
-            elif op.BuiltinOptionsType() == fb.BuiltinOptions.StridedSliceOptions:
-                o = fb.StridedSliceOptions()
-                o.Init(table.Bytes, table.Pos)
-                options = {
-                    "shrink_axis_mask": o.ShrinkAxisMask(),
-                    "new_axis_mask": o.NewAxisMask(),
-                    "ellipsis_mask": o.EllipsisMask(),
-                }
-        ops.append(
-            OpInfo(
-                index=i,
-                name=name,
-                version=oc.Version(),
-                inputs=[int(x) for x in op.InputsAsNumpy()] if op.InputsLength() else [],
-                outputs=[int(x) for x in op.OutputsAsNumpy()] if op.OutputsLength() else [],
-                custom=custom,
-                options=options,
-            )
-        )
-    sub_in = [int(x) for x in g.InputsAsNumpy()] if g.InputsLength() else []
-    sub_out = [int(x) for x in g.OutputsAsNumpy()] if g.OutputsLength() else []
-    # SignatureDefs list names alphabetically; the subgraph keeps the definition order.
-    sig_in.sort(key=lambda e: sub_in.index(e[1]) if e[1] in sub_in else len(sub_in))
-    sig_out.sort(key=lambda e: sub_out.index(e[1]) if e[1] in sub_out else len(sub_out))
-    return TFLiteGraph(
-        tensors=tensors,
-        ops=ops,
-        signature_key=sig_key,
-        signature_inputs=sig_in,
-        signature_outputs=sig_out,
-        subgraph_inputs=sub_in,
-        subgraph_outputs=sub_out,
-    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -420,15 +273,13 @@ def verify_gpu_delegate(
     mode: str = "auto",
     profile: str = "classic",
     timeout: float | None = None,
-    run: bool = False,
-    child: Any = None,
+    runner: Any = None,
 ) -> dict[str, Any]:
     """Check whether ``path`` runs fully on the LiteRT GPU delegate.
 
     Loading the model is what makes the delegate partition it and say which ops it
-    refuses, so by default the child process only loads it (``run=True`` also runs it on
-    zeros). ``child``, the ``ChildResult`` of a GPU run that already happened (e.g.
-    ``LiteRTRunner.last_child`` after a parity run), is read instead of starting another.
+    refuses, so a ``LiteRTGpuRunner`` that already ran the model (a parity run) is asked
+    for its load log; without one, a runner is made, loaded and closed here.
 
     ``mode``: "auto" (the real delegate where a Vulkan driver is found, else static rules),
     "delegate" (the real one; a missing driver is an error), or "static".
@@ -440,7 +291,6 @@ def verify_gpu_delegate(
     and, from the real delegate, ``adapter`` and ``delegate_log``.
     """
     from mirror import MirrorError
-    from mirror.targets.litert_env import find_vulkan_driver, run_litert_child
 
     path = Path(path)
     if not path.is_file():
@@ -456,47 +306,48 @@ def verify_gpu_delegate(
             raise MirrorError(f"cannot run the LiteRT GPU delegate: {driver.reason}")
         static["verified_on"] += f"; real delegate unavailable: {driver.reason}"
         return static
+    if runner is not None:
+        return _from_delegate(path, runner.load(), static, profile, driver)
+    with LiteRTGpuRunner(path, timeout=timeout) as own:
+        return _from_delegate(path, own.load(), static, profile, driver)
 
-    if child is None:
-        child = run_litert_child(path, accelerator="gpu", run=run, driver=driver, timeout=timeout)
-    graph = read_tflite(path)
-    parsed = parse_delegate_log(child.log)
+
+def _from_delegate(path: Path, loaded: Any, static: dict[str, Any], profile: str, driver: Any) -> dict[str, Any]:
+    """The verdict from the delegate's load: its log, its op counts, its refusals located."""
+    parsed = parse_delegate_log(loaded.log)
     where = f"litert-gpu/webgpu on {driver.name}"
     if parsed["adapter"]:
         where += f" ({parsed['adapter']})"
     relevant = [
         ln
-        for ln in child.log.splitlines()
+        for ln in loaded.log.splitlines()
         if _HEADER in ln or _COUNTS.search(ln) or any(ln.startswith(n + ":") for n, _ in parsed["refusals"])
     ]
-    if not child.ok and "fully_accelerated" not in child.result:
+    static_verdict = {k: static[k] for k in ("fully_accelerated", "ops_on_gpu", "partitions")}
+    if not loaded.ok:
         # The delegate failed (or crashed) while loading: report that, with the rules' op list.
-        out = dict(static)
-        out["fully_accelerated"] = False
-        out["verified_on"] = f"{where}: FAILED ({child.error}); op list from static rules ({profile})"
-        out["error"] = child.error
-        out["crashed"] = child.returncode < 0
-        out["delegate_log"] = relevant
-        out["static"] = {k: static[k] for k in ("fully_accelerated", "ops_on_gpu", "partitions")}
-        return out
-
+        return {
+            **static,
+            "fully_accelerated": False,
+            "verified_on": f"{where}: FAILED ({loaded.error}); op list from static rules ({profile})",
+            "error": loaded.error,
+            "crashed": loaded.crashed,
+            "delegate_log": relevant,
+            "static": static_verdict,
+        }
+    graph = read_tflite(path)
     on_gpu, entries = _locate_refusals(graph, parsed["refusals"])
     out = _summary(graph, on_gpu, _group(entries))
     out["ops_on_gpu_derived"] = out["ops_on_gpu"]
     if parsed["gpu_ops"] is not None:
-        out["ops_on_gpu"] = parsed["gpu_ops"]
-        out["ops_on_cpu"] = parsed["cpu_ops"]
-    elif child.result.get("fully_accelerated"):
+        out["ops_on_gpu"], out["ops_on_cpu"] = parsed["gpu_ops"], parsed["cpu_ops"]
+    elif loaded.result.get("fully_accelerated"):
         out["ops_on_gpu"], out["ops_on_cpu"] = len(graph.ops), 0
-    out["fully_accelerated"] = bool(child.result.get("fully_accelerated"))
+    out["fully_accelerated"] = bool(loaded.result.get("fully_accelerated"))
     out["verified_on"] = where
     out["adapter"] = parsed["adapter"]
     out["delegate_log"] = relevant
-    out["static"] = {k: static[k] for k in ("fully_accelerated", "ops_on_gpu", "partitions")}
-    out["static"]["rules"] = profile
-    if not child.ok:
-        out["error"] = child.error  # loaded, but running it failed
-        out["crashed"] = child.returncode < 0
+    out["static"] = {**static_verdict, "rules": profile}
     return out
 
 

@@ -15,9 +15,9 @@ Pipeline (``ONNXEmitter.emit``):
      graph is re-sorted topologically here. Index arithmetic that feeds a ``Gather`` (a
      decomposed ``grid_sample``) is kept in float32 (``fp16_index_ops="fp32"``): a linear
      index ``y * W + x`` above 2048 is not exact in fp16.
-   - ``int8`` / ``int8-weight``: ``onnxruntime.quantization.quantize_dynamic`` (int8 weights,
+   - ``int8-weight`` (``int8``): ``onnxruntime.quantization.quantize_dynamic`` (int8 weights,
      activations quantized on the fly at run time; no calibration needed).
-   - ``int8`` with ``calibration`` / ``int8-static``: ``quantize_static`` in QDQ format (int8
+   - ``int8-full`` (onnxruntime calls it static): ``quantize_static`` in QDQ format (int8
      weights per channel, uint8 activations) calibrated on the given samples. Only the
      compute-heavy ops (Conv, ConvTranspose, MatMul, Gemm) are quantized; the sampler and its
      coordinates stay float.
@@ -58,13 +58,18 @@ from typing import Any
 
 import numpy as np
 
-from mirror import MirrorError
-from mirror.targets.base import Artifact, atomic_path, describe_artifact, sha256_of, size_of
+from mirror import MirrorError, one_line
+from mirror.files import atomic_path, sha256_of, size_of
+from mirror.passes.base import PipelineSpec
+from mirror.passes.registry import lowering_passes
+from mirror.precisions import get_recipe, supported, target_names
+from mirror.runners.onnxruntime import ORT_LEVELS, ORT_NP, OnnxRuntimeRunner
+from mirror.targets.base import Artifact, describe_artifact
+from mirror.targets.index_region import index_region
 
 MIN_OPSET = 16  # GridSample entered the default domain in opset 16.
 DEFAULT_OPSET = 18
 
-ONNX_PRECISIONS = ("fp32", "fp16", "int8", "int8-weight", "int8-static", "int8-full")  # int8-full = int8-static
 
 # Op types quantize_static may quantize. Everything else (GridSample, the arithmetic of a
 # decomposed sampler, activations) stays float.
@@ -135,7 +140,6 @@ class ONNXEmitter:
     """
 
     target = "onnx"
-    precisions = ONNX_PRECISIONS
 
     def __init__(
         self,
@@ -149,8 +153,8 @@ class ONNXEmitter:
     ) -> None:
         if opset < MIN_OPSET:
             raise MirrorError(f"ONNX opset {opset} is too old: GridSample needs opset >= {MIN_OPSET}")
-        if ort_optimization not in _ORT_LEVELS:
-            raise MirrorError(f"unknown ort_optimization {ort_optimization!r}; use one of {sorted(_ORT_LEVELS)}")
+        if ort_optimization not in ORT_LEVELS:
+            raise MirrorError(f"unknown ort_optimization {ort_optimization!r}; use one of {sorted(ORT_LEVELS)}")
         if fp16_index_ops not in ("fp32", "fp16"):
             raise MirrorError("fp16_index_ops must be 'fp32' or 'fp16'")
         self.opset = opset
@@ -165,6 +169,10 @@ class ONNXEmitter:
 
     # The Emitter protocol -------------------------------------------------------------
 
+    def pipeline(self, lowering: str) -> PipelineSpec:
+        """The passes an ONNX artifact goes through after the shared pipeline."""
+        return lowering_passes(lowering)
+
     def emit(
         self,
         program: Any,
@@ -177,42 +185,20 @@ class ONNXEmitter:
         output_names: list[str],
         calibration: list[tuple[Any, ...]] | None = None,
     ) -> Artifact:
-        if precision not in ONNX_PRECISIONS:
-            raise MirrorError(f"ONNX target: unknown precision {precision!r}; use one of {', '.join(ONNX_PRECISIONS)}")
-        if precision == "int8-full":  # the recipe's target-neutral name
-            precision = "int8-static"
-        if precision == "int8-static" and not calibration:
-            raise MirrorError("ONNX int8-static needs calibration samples (--calibration)")
-        out_dir = Path(out_dir)
-        final = out_dir / f"{graph}_{precision}.onnx"
-        ort_final = final.with_suffix(".ort")
-        t0 = time.perf_counter()
-        info: dict[str, Any] = {"opset": self.opset}
-
-        model_bytes = self._build(
-            program,
-            graph,
-            precision,
-            example_inputs,
-            input_names,
-            output_names,
-            calibration,
-            info,
-            use_cache=not self.check_determinism,
-        )
-        if self.check_determinism:
-            again = self._build(
-                program,
-                graph,
-                precision,
-                example_inputs,
-                input_names,
-                output_names,
-                calibration,
-                {},
-                use_cache=False,
+        if not supported(self.target, precision):
+            raise MirrorError(
+                f"ONNX target: no {precision!r} recipe; use one of {', '.join(target_names(self.target))}"
             )
-            info["deterministic"] = again == model_bytes
+        recipe = get_recipe(precision).name
+        if recipe == "int8-full" and not calibration:
+            raise MirrorError(f"ONNX {precision} needs calibration samples (pass calibration=[...] to emit)")
+        final = Path(out_dir) / f"{graph}_{precision}.onnx"
+        t0 = time.perf_counter()
+        info: dict[str, Any] = {"opset": self.opset, "recipe": recipe}
+        build = (program, graph, recipe, example_inputs, input_names, output_names, calibration)
+        model_bytes = self._build(*build, info, use_cache=not self.check_determinism)
+        if self.check_determinism:
+            info["deterministic"] = self._build(*build, {}, use_cache=False) == model_bytes
             info["determinism_basis"] = "measured: built twice in this process"
         else:
             info["deterministic"] = True
@@ -220,7 +206,20 @@ class ONNXEmitter:
                 "known: byte-identical across processes for the tested graphs "
                 "(tests/test_onnx_target.py); not re-measured for this emit"
             )
+        self._write(final, model_bytes, graph, precision, info)
+        info["emit_s"] = round(time.perf_counter() - t0, 3)
+        return describe_artifact(self.target, graph, precision, final, input_names, output_names, info)
 
+    def runners(self, artifact: Artifact) -> list[Any]:
+        runners: list[Any] = [OnnxRuntimeRunner(artifact.path)]
+        ort_path = artifact.info.get("ort_path")
+        if ort_path and (artifact.path.parent / ort_path).exists():
+            runners.append(OnnxRuntimeRunner(artifact.path.parent / ort_path, name="onnxruntime-ort"))
+        return runners
+
+    def _write(self, final: Path, model_bytes: bytes, graph: str, precision: str, info: dict[str, Any]) -> None:
+        """The .onnx and its .ort twin, atomically: both are in place only if both succeeded."""
+        ort_final = final.with_suffix(".ort")
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(atomic_path(final))
             tmp.write_bytes(model_bytes)
@@ -231,26 +230,16 @@ class ONNXEmitter:
                     write_ort_format(tmp, tmp_ort, optimization=self.ort_optimization)
                 except Exception as exc:  # noqa: BLE001 - reported as one line
                     raise MirrorError(
-                        f"ONNX target: could not write the ORT-format model for {graph} ({precision}): {_one_line(exc)}"
+                        f"ONNX target: could not write the ORT-format model for {graph} ({precision}): {one_line(exc)}"
                     ) from exc
                 info["ort_s"] = round(time.perf_counter() - t, 3)
-        # Both files are in place only if both succeeded (inner context moved first).
         if self.ort_format:
-            info["ort_path"] = str(ort_final)
+            info["ort_path"] = ort_final.name  # beside the .onnx
             info["ort_optimization"] = self.ort_optimization
             # Measured: onnxruntime's ORT-format writer orders its tables differently per run.
             info["ort_deterministic"] = False
             info["ort_size_bytes"] = size_of(ort_final)
             info["ort_sha256"] = sha256_of(ort_final)
-        info["emit_s"] = round(time.perf_counter() - t0, 3)
-        return describe_artifact(self.target, graph, precision, final, input_names, output_names, info)
-
-    def runners(self, artifact: Artifact) -> list[OnnxRuntimeRunner]:
-        runners = [OnnxRuntimeRunner(artifact.path)]
-        ort_path = artifact.info.get("ort_path")
-        if ort_path and Path(ort_path).exists():
-            runners.append(OnnxRuntimeRunner(ort_path, name="onnxruntime-ort"))
-        return runners
 
     # Building -------------------------------------------------------------------------
 
@@ -295,8 +284,7 @@ class ONNXEmitter:
             )
             info["fp32_nodes"] = kept
         elif precision.startswith("int8"):
-            static = precision == "int8-static" or (precision == "int8" and bool(calibration))
-            if static:
+            if precision == "int8-full":
                 feeds = _calibration_feeds(calibration or [], input_names)
                 model = quantize_int8_static(model, feeds)
                 info["quantization"] = {
@@ -322,7 +310,7 @@ class ONNXEmitter:
             onnx.checker.check_model(model, full_check=True)
         except Exception as exc:  # noqa: BLE001
             raise MirrorError(
-                f"ONNX target: the {precision} model for {graph} fails onnx.checker: {_one_line(exc)}"
+                f"ONNX target: the {precision} model for {graph} fails onnx.checker: {one_line(exc)}"
             ) from exc
         info["ops"] = dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
         return model.SerializeToString()
@@ -387,7 +375,7 @@ def export_onnx(
     except MirrorError:
         raise
     except Exception as exc:  # noqa: BLE001 - one clear line for the user
-        raise MirrorError(f"ONNX export of {graph} failed: {_one_line(exc)}") from exc
+        raise MirrorError(f"ONNX export of {graph} failed: {one_line(exc)}") from exc
     if model is None:
         raise MirrorError(f"ONNX export of {graph} produced no model")
     return model
@@ -400,7 +388,7 @@ def simplify_onnx(model: Any) -> tuple[Any, str | None]:
 
         simplified, ok = onnxsim.simplify(model)
     except Exception as exc:  # noqa: BLE001 - onnxsim fails on some graphs; keep going
-        return model, f"onnxsim raised: {_one_line(exc)}"
+        return model, f"onnxsim raised: {one_line(exc)}"
     if not ok:
         return model, "onnxsim's own check failed; kept the unsimplified model"
     return simplified, None
@@ -518,7 +506,6 @@ def quantize_int8_static(model: Any, feeds: list[dict[str, np.ndarray]]) -> Any:
         return onnx.load(dst)
 
 
-_ORT_LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
 def write_ort_format(onnx_path: Path, ort_path: Path, *, optimization: str = "basic") -> None:
@@ -526,7 +513,7 @@ def write_ort_format(onnx_path: Path, ort_path: Path, *, optimization: str = "ba
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[optimization])
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_LEVELS[optimization])
     so.optimized_model_filepath = str(ort_path)
     so.add_session_config_entry("session.save_model_format", "ORT")
     so.log_severity_level = 3
@@ -545,44 +532,6 @@ def write_ort_format(onnx_path: Path, ort_path: Path, *, optimization: str = "ba
 # --------------------------------------------------------------------------------------
 
 
-class OnnxRuntimeRunner:
-    """Runs an ``.onnx`` or ``.ort`` model with onnxruntime's CPU execution provider."""
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        name: str = "onnxruntime",
-        threads: int | None = None,
-        optimization: str = "all",
-    ) -> None:
-        import onnxruntime as ort
-
-        self.name = name
-        self.path = Path(path)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[optimization])
-        so.log_severity_level = 3
-        if threads:
-            so.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001
-            raise MirrorError(f"onnxruntime cannot load {self.path}: {_one_line(exc)}") from exc
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self._dtypes = {i.name: _ORT_NP.get(i.type, np.float32) for i in self.session.get_inputs()}
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [n for n in self.input_names if n not in inputs]
-        if missing:
-            raise MirrorError(f"{self.path.name}: missing inputs {missing}; expects {self.input_names}")
-        feeds = {n: np.ascontiguousarray(inputs[n], dtype=self._dtypes[n]) for n in self.input_names}
-        outs = self.session.run(self.output_names, feeds)
-        return {n: np.asarray(o) for n, o in zip(self.output_names, outs, strict=True)}
-
-
-_ORT_NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
 def profile_onnx(
@@ -607,14 +556,14 @@ def profile_onnx(
         raise MirrorError("profile_onnx: runs must be >= 1")
     with tempfile.TemporaryDirectory(prefix="mirror-ort-prof-") as d:
         so = ort.SessionOptions()
-        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[optimization])
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_LEVELS[optimization])
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(d, "profile")
         so.log_severity_level = 3
         if threads:
             so.intra_op_num_threads = threads
         sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-        dtypes = {i.name: _ORT_NP.get(i.type, np.float32) for i in sess.get_inputs()}
+        dtypes = {i.name: ORT_NP.get(i.type, np.float32) for i in sess.get_inputs()}
         feeds = {n: np.ascontiguousarray(inputs[n], dtype=t) for n, t in dtypes.items()}
         for _ in range(warmup + runs):
             sess.run(None, feeds)
@@ -669,44 +618,6 @@ def summarize_profile(events: list[dict[str, Any]], *, skip_runs: int = 0) -> li
 # --------------------------------------------------------------------------------------
 # Graph helpers
 # --------------------------------------------------------------------------------------
-
-
-def index_region(
-    nodes: list[tuple[str, str, list[str | None]]],
-    seeds: list[str],
-    allowed: frozenset[str],
-) -> set[str]:
-    """The ops that compute (or derive only from) gather indices.
-
-    ``nodes``: ``(id, op type, producer id of each input or None)`` in graph order.
-    ``seeds``: ids of the ops that produce index inputs.
-    Walks back from the seeds through ``allowed`` op types (coordinate and index
-    arithmetic), then forward: an allowed op whose non-constant inputs all come from the
-    region joins it (the bilinear fractions ``x - floor(x)`` and ``1 - fx``). The walk stops
-    at anything else (a conv, a gather, an activation), so it never swallows the network.
-    """
-    by_id = {nid: (kind, prods) for nid, kind, prods in nodes}
-    region: set[str] = set()
-    stack = [s for s in seeds if s in by_id and by_id[s][0] in allowed]
-    while stack:
-        nid = stack.pop()
-        if nid in region:
-            continue
-        region.add(nid)
-        for p in by_id[nid][1]:
-            if p is not None and p in by_id and p not in region and by_id[p][0] in allowed:
-                stack.append(p)
-    changed = True
-    while changed:
-        changed = False
-        for nid, kind, prods in nodes:
-            if nid in region or kind not in allowed:
-                continue
-            real = [p for p in prods if p is not None and p in by_id]
-            if real and all(p in region for p in real):
-                region.add(nid)
-                changed = True
-    return region
 
 
 def onnx_index_nodes(graph: Any) -> set[str]:
@@ -796,12 +707,6 @@ def _to_numpy(t: Any) -> np.ndarray:
     if hasattr(t, "detach"):
         t = t.detach().cpu().numpy()
     return np.ascontiguousarray(t, dtype=np.float32)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = next((line.strip() for line in text if line.strip()), "")
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 @contextlib.contextmanager

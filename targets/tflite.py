@@ -1,15 +1,15 @@
-"""The LiteRT (TFLite) target: litert-torch conversion, ai-edge-quantizer recipes, runners.
+"""The LiteRT (TFLite) target: its pipeline, litert-torch conversion, ai-edge-quantizer recipes.
 
 ``TFLiteEmitter.emit`` writes ``<out_dir>/<graph>_<precision>.tflite``:
 
-- The program (after the pass pipeline) is legalized for LiteRT (``index_select`` becomes
-  ``tfl.gather`` = GATHER v1, see ``targets/tflite_ops.py``) and converted with
-  ``litert_torch`` through a thin wrapper, so that the flatbuffer carries one signature
-  whose key is the graph name and whose inputs and outputs carry the given names
+- The program has been through the LiteRT backend pipeline (``pipeline``): wide
+  convolutions split, ``grid_sample`` lowered, ``index_select`` legalized to ``tfl.gather``
+  = GATHER v1. It is converted with ``litert_torch`` through a thin wrapper, so that the
+  flatbuffer carries one signature whose key is the graph name and whose inputs and outputs carry the given names
   (``person``, ``parsing``, ... / ``warped_cloth``, ...). litert-torch names the underlying
   tensors ``<key>_<input>`` and ``<key>_<output>_output``; apps should address them through
   the signature. Layout stays NCHW, as in PyTorch (litert-torch inserts the transposes).
-- The quantization recipes of ``passes/quantization.py`` are realized with ai-edge-quantizer
+- The precision recipes of ``mirror/precisions.py`` are realized with ai-edge-quantizer
   on the float flatbuffer: ``fp16`` = float16 weight casting, ``int8``/``int8-weight`` =
   per-channel int8 weights dequantized before each op, ``int8-full`` = static int8 weights
   and activations from calibration (int8 inputs/outputs).
@@ -17,9 +17,7 @@
   ai-edge-quantizer 0.10; ``TFLiteEmitter(check_determinism=True)`` converts twice and
   records the answer in ``artifact.info["deterministic"]``.
 
-``LiteRTRunner(path, "cpu")`` runs in-process (XNNPACK); ``LiteRTRunner(path, "gpu")`` runs
-LiteRT's GPU accelerator in a child process (see ``litert_env``), since the delegate can
-crash; a crash raises ``LiteRTRunError`` instead of killing the caller.
+Its artifacts run on ``runners/litert.py``'s CPU and GPU runners.
 """
 
 from __future__ import annotations
@@ -32,17 +30,17 @@ from typing import Any
 import numpy as np
 
 from mirror import MirrorError
-from mirror.targets.base import Artifact, atomic_path, describe_artifact, size_of
+from mirror.files import atomic_path, size_of
+from mirror.passes.base import PipelineSpec
+from mirror.passes.litert_gather import count_index_selects, count_litert_gathers
+from mirror.passes.registry import lowering_passes
+from mirror.precisions import get_recipe
+from mirror.runners.litert import LiteRTCpuRunner, LiteRTGpuRunner
+from mirror.runners.tflite_file import read_tflite
+from mirror.targets.base import Artifact, describe_artifact
+from mirror.targets.calibration import calibration_set
 
 _NO_QUANT = "fp32"
-
-
-class LiteRTRunError(MirrorError):
-    """Running a LiteRT model failed (a delegate crash, a load error); ``child`` has the log."""
-
-    def __init__(self, message: str, child: Any = None):
-        super().__init__(message)
-        self.child = child
 
 
 def _quiet_litert_torch() -> Any:
@@ -83,27 +81,6 @@ def _named_module(program: Any, input_names: list[str], output_names: list[str])
     return wrapper
 
 
-def _legalize(program: Any) -> tuple[Any, dict[str, Any]]:
-    """Run the LiteRT legalization (index_select -> GATHER v1) if this build has it."""
-    try:
-        from mirror.targets import tflite_ops
-    except ImportError as exc:
-        return program, {
-            "legalized": False,
-            "legalize_note": f"targets/tflite_ops.py unavailable ({exc}); index_select is "
-            "converted by stock litert-torch (GATHER_ND, refused by the GPU delegate)",
-        }
-    import torch
-
-    if not isinstance(program, (torch.export.ExportedProgram, torch.fx.GraphModule)):
-        return program, {"legalized": False, "legalize_note": "not an exported program"}
-    legal = tflite_ops.legalize_for_litert(program)
-    info: dict[str, Any] = {"legalized": True}
-    if hasattr(tflite_ops, "count_litert_gathers"):
-        info["litert_gathers"] = tflite_ops.count_litert_gathers(legal)
-    return legal, info
-
-
 def convert_to_bytes(
     program: Any,
     example_inputs: tuple[Any, ...],
@@ -138,8 +115,6 @@ def quantize_bytes(
     calibration: list[tuple[np.ndarray, ...]] | None = None,
 ) -> bytes:
     """Apply a ``passes.quantization`` recipe to a float .tflite with ai-edge-quantizer."""
-    from mirror.passes.quantization import get_recipe
-
     recipe = get_recipe(recipe_name)
     if recipe.name == _NO_QUANT:
         return float_model
@@ -170,7 +145,7 @@ def quantize_bytes(
             weight_granularity=qtyping.QuantGranularity.CHANNELWISE,
             algorithm_key=AlgorithmName.MIN_MAX_UNIFORM_QUANT,
         )
-    else:  # a recipe added to passes.quantization without a LiteRT realization
+    else:  # a recipe added to mirror.precisions without a LiteRT realization
         raise MirrorError(f"the LiteRT target has no realization of recipe {recipe.name!r}")
     calibration_result = None
     # ai-edge-quantizer prints a size summary, a progress bar and a debugging warning
@@ -207,7 +182,6 @@ class TFLiteEmitter:
     """Writes LiteRT flatbuffers; see the module docstring."""
 
     target = "tflite"
-    precisions = ("fp32", "fp16", "int8", "int8-weight", "int8-full")
 
     def __init__(
         self,
@@ -223,7 +197,15 @@ class TFLiteEmitter:
         self.calibration_seed = calibration_seed
         # The last float conversion, reused when the same program is emitted at several
         # precisions (converting a DIVTON warper takes about a minute).
-        self._float_cache: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any], bytes]] = {}
+        self._float_cache: tuple[Any, tuple[Any, ...], bytes] | None = None
+
+    def pipeline(self, lowering: str) -> PipelineSpec:
+        """The passes a LiteRT artifact goes through after the shared pipeline."""
+        return [
+            ("litert::split_wide_conv", {"max_in_channels": 512}),
+            *lowering_passes(lowering),
+            ("litert::gather_v1", {}),
+        ]
 
     def emit(
         self,
@@ -237,214 +219,90 @@ class TFLiteEmitter:
         output_names: list[str],
         calibration: list[tuple[Any, ...]] | None = None,
     ) -> Artifact:
-        from mirror.passes.quantization import calibration_set, get_recipe
-        from mirror.targets.gpu_delegate import read_tflite
-
         recipe = get_recipe(precision)
         key = self.signature_key or graph
         final = Path(out_dir) / f"{graph}_{precision}.tflite"
         t0 = time.perf_counter()
-        cache_key = (id(program), graph, key, tuple(input_names), tuple(output_names))
-        cached = self._float_cache.get(cache_key)
-        if cached is not None and cached[0] is program:
-            _, legal, legal_info, float_model = cached
-        else:
-            legal, legal_info = _legalize(program)
-            float_model = convert_to_bytes(legal, tuple(example_inputs), input_names, output_names, key)
-            # Keep `program` referenced so its id is not reused while cached.
-            self._float_cache = {cache_key: (program, legal, legal_info, float_model)}
+        float_model = self._float_model(program, tuple(example_inputs), input_names, output_names, key)
         t_convert = time.perf_counter() - t0
-
-        calib_info: dict[str, Any] = {}
-        samples = None
-        if recipe.needs_calibration:
-            if calibration:
-                samples = _as_numpy_samples(calibration)
-                calib_info = {"calibration": "given", "calibration_samples": len(samples)}
-            else:
-                samples = calibration_set(
-                    example_inputs,
-                    n=self.calibration_samples,
-                    seed=self.calibration_seed,
-                    input_names=input_names,
-                )
-                calib_info = {
-                    "calibration": f"synthetic (value ranges from input names, seed {self.calibration_seed})",
-                    "calibration_samples": len(samples),
-                }
+        samples, calib_info = self._calibration(recipe.needs_calibration, calibration, example_inputs, input_names)
         t1 = time.perf_counter()
         model = quantize_bytes(float_model, recipe.name, key, input_names, samples)
         t_quant = time.perf_counter() - t1
-
         deterministic = None
         if self.check_determinism:
-            again = convert_to_bytes(legal, tuple(example_inputs), input_names, output_names, key)
-            same_float = again == float_model
-            same_quant = True
+            again = convert_to_bytes(program, tuple(example_inputs), input_names, output_names, key)
+            same = again == float_model
             if recipe.name != _NO_QUANT:
-                same_quant = quantize_bytes(again, recipe.name, key, input_names, samples) == model
-            deterministic = bool(same_float and same_quant)
-
+                same = same and quantize_bytes(again, recipe.name, key, input_names, samples) == model
+            deterministic = bool(same)
         with atomic_path(final) as tmp:
             tmp.write_bytes(model)
-
-        fb = read_tflite(final)
-        info: dict[str, Any] = {
-            "recipe": recipe.name,
-            "weights": recipe.weights,
-            "activations": recipe.activations,
-            "quantizer": None if recipe.name == _NO_QUANT else f"ai-edge-quantizer {_ai_edge_quantizer_version()}",
-            "signature_key": fb.signature_key,
-            "signature_inputs": [n for n, _ in fb.signature_inputs],
-            "signature_outputs": [n for n, _ in fb.signature_outputs],
-            "tensor_names": {
-                "inputs": [fb.tensors[i].name for _, i in fb.signature_inputs],
-                "outputs": [fb.tensors[i].name for _, i in fb.signature_outputs],
-            },
-            "io_dtypes": {n: fb.tensors[i].dtype for n, i in fb.signature_inputs + fb.signature_outputs},
-            "layout": "NCHW",
-            "ops": fb.op_histogram(),
-            "ops_total": len(fb.ops),
-            "fp32_size_bytes": len(float_model),
-            "size_ratio_vs_fp32": round(size_of(final) / len(float_model), 4),
+        info = {
+            **_describe_flatbuffer(final, recipe, len(float_model)),
             "deterministic": deterministic,
             "convert_s": round(t_convert, 2),
             "quantize_s": round(t_quant, 2),
-            **legal_info,
+            "legalized": not count_index_selects(program),
+            "litert_gathers": count_litert_gathers(program),
             **calib_info,
         }
         return describe_artifact(self.target, graph, precision, final, input_names, output_names, info)
 
-    def runners(self, artifact: Artifact, gpu: bool | None = None) -> list[Any]:
-        """The CPU runner, plus the GPU runner where a Vulkan driver is found (``gpu=None``)."""
-        from mirror.targets.litert_env import find_vulkan_driver
+    def runners(self, artifact: Artifact) -> list[Any]:
+        """The CPU runner and the GPU runner (which says itself when no Vulkan driver is found)."""
+        return [LiteRTCpuRunner(artifact.path), LiteRTGpuRunner(artifact.path)]
 
-        out: list[Any] = [LiteRTRunner(artifact.path, "cpu")]
-        if gpu is None:
-            gpu = find_vulkan_driver().found
-        if gpu:
-            out.append(LiteRTRunner(artifact.path, "gpu"))
-        return out
+    def _float_model(
+        self, program: Any, example_inputs: tuple[Any, ...], input_names: list[str], output_names: list[str], key: str
+    ) -> bytes:
+        names = (key, tuple(input_names), tuple(output_names))
+        if self._float_cache is not None and self._float_cache[0] is program and self._float_cache[1] == names:
+            return self._float_cache[2]
+        float_model = convert_to_bytes(program, example_inputs, input_names, output_names, key)
+        # Keep `program` referenced so the identity check stays meaningful.
+        self._float_cache = (program, names, float_model)
+        return float_model
 
-
-class LiteRTRunner:
-    """Runs a .tflite file on float32 NCHW numpy inputs, keyed by signature input names.
-
-    Quantized (int8) inputs and outputs are quantized/dequantized with the tensors' own
-    scales, so callers always see float32. Outputs come back in the signature's order.
-    """
-
-    def __init__(
-        self,
-        path: Path | str,
-        accelerator: str = "cpu",
-        *,
-        signature: str | None = None,
-        num_threads: int = 2,
-        enforce_f32: bool = False,
-    ) -> None:
-        from mirror.targets.gpu_delegate import read_tflite
-
-        if accelerator not in ("cpu", "gpu"):
-            raise MirrorError(f"accelerator must be 'cpu' or 'gpu', not {accelerator!r}")
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise MirrorError(f"no such LiteRT model: {self.path}")
-        self.accelerator = accelerator
-        self.name = f"litert-{accelerator}"
-        self.num_threads = num_threads
-        self.enforce_f32 = enforce_f32
-        fb = read_tflite(self.path, signature)
-        if fb.signature_key is None:
-            raise MirrorError(f"{self.path} has no signature; convert it with a signature key")
-        self.signature = fb.signature_key
-        self.input_names = [n for n, _ in fb.signature_inputs]
-        self.output_names = [n for n, _ in fb.signature_outputs]
-        self._in = {n: fb.tensors[i] for n, i in fb.signature_inputs}
-        self._out = {n: fb.tensors[i] for n, i in fb.signature_outputs}
-        self._runner: Any = None
-        self.last_run: dict[str, Any] = {}
-        self.last_child: Any = None
-
-    # -- quantized boundaries
-    @staticmethod
-    def _np_dtype(dtype: str) -> Any:
-        return {
-            "FLOAT32": np.float32,
-            "INT8": np.int8,
-            "UINT8": np.uint8,
-            "INT32": np.int32,
-            "FLOAT16": np.float16,
-            "INT16": np.int16,
-            "BOOL": np.bool_,
-        }.get(dtype, np.float32)
-
-    def _encode(self, name: str, x: np.ndarray) -> np.ndarray:
-        t = self._in[name]
-        dt = self._np_dtype(t.dtype)
-        if t.dtype in ("INT8", "UINT8", "INT16") and t.scale:
-            info = np.iinfo(dt)
-            zp = t.zero_point[0] if t.zero_point else 0
-            q = np.round(np.asarray(x, np.float32) / t.scale[0]) + zp
-            return np.clip(q, info.min, info.max).astype(dt)
-        return np.ascontiguousarray(x, dtype=dt)
-
-    def _decode(self, name: str, y: np.ndarray) -> np.ndarray:
-        t = self._out[name]
-        if t.dtype in ("INT8", "UINT8", "INT16") and t.scale:
-            zp = t.zero_point[0] if t.zero_point else 0
-            return ((y.astype(np.float32) - zp) * t.scale[0]).astype(np.float32)
-        return np.asarray(y, np.float32) if t.dtype in ("FLOAT32", "FLOAT16") else np.asarray(y)
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [n for n in self.input_names if n not in inputs]
-        if missing:
-            raise MirrorError(
-                f"{self.path.name}: missing input(s) {', '.join(missing)}; the signature "
-                f"{self.signature!r} takes {', '.join(self.input_names)}"
-            )
-        feeds = {n: self._encode(n, inputs[n]) for n in self.input_names}
-        if self.accelerator == "cpu":
-            raw = self._run_cpu(feeds)
-        else:
-            raw = self._run_gpu(feeds)
-        return {n: self._decode(n, raw[n]) for n in self.output_names}
-
-    def _run_cpu(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._runner is None:
-            from ai_edge_litert.interpreter import Interpreter
-
-            interp = Interpreter(model_path=str(self.path), num_threads=self.num_threads)
-            self._runner = interp.get_signature_runner(self.signature)
-        out = self._runner(**feeds)
-        self.last_run = {"accelerator": "cpu"}
-        return {n: np.array(v) for n, v in out.items()}
-
-    def _run_gpu(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from mirror.targets.litert_env import find_vulkan_driver, run_litert_child
-
-        driver = find_vulkan_driver()
-        if not driver.found:
-            raise LiteRTRunError(f"cannot run {self.name}: {driver.reason}")
-        child = run_litert_child(
-            self.path,
-            accelerator="gpu",
-            inputs=feeds,
-            signature=self.signature,
-            enforce_f32=self.enforce_f32,
-            driver=driver,
+    def _calibration(
+        self, needed: bool, given: list[tuple[Any, ...]] | None, example_inputs: tuple[Any, ...], input_names: list[str]
+    ) -> tuple[list[tuple[np.ndarray, ...]] | None, dict[str, Any]]:
+        if not needed:
+            return None, {}
+        if given:
+            samples = _as_numpy_samples(given)
+            return samples, {"calibration": "given", "calibration_samples": len(samples)}
+        samples = calibration_set(
+            example_inputs, n=self.calibration_samples, seed=self.calibration_seed, input_names=input_names
         )
-        self.last_child = child  # verify_gpu_delegate(child=...) reads the delegate's log from it
-        self.last_run = {
-            "accelerator": "gpu",
-            "driver": driver.describe(),
-            "fully_accelerated": child.result.get("fully_accelerated"),
-            "ok": child.ok,
-            "error": child.error,
+        return samples, {
+            "calibration": f"synthetic (value ranges from input names, seed {self.calibration_seed})",
+            "calibration_samples": len(samples),
         }
-        if not child.ok:
-            raise LiteRTRunError(f"{self.name} on {self.path.name}: {child.error}", child)
-        return child.outputs
+
+
+def _describe_flatbuffer(path: Path, recipe: Any, float_bytes: int) -> dict[str, Any]:
+    """What the written flatbuffer holds: recipe, signature, tensor names, dtypes and ops."""
+    fb = read_tflite(path)
+    return {
+        "recipe": recipe.name,
+        "weights": recipe.weights,
+        "activations": recipe.activations,
+        "quantizer": None if recipe.name == _NO_QUANT else f"ai-edge-quantizer {_ai_edge_quantizer_version()}",
+        "signature_key": fb.signature_key,
+        "signature_inputs": [n for n, _ in fb.signature_inputs],
+        "signature_outputs": [n for n, _ in fb.signature_outputs],
+        "tensor_names": {
+            "inputs": [fb.tensors[i].name for _, i in fb.signature_inputs],
+            "outputs": [fb.tensors[i].name for _, i in fb.signature_outputs],
+        },
+        "io_dtypes": {n: fb.tensors[i].dtype for n, i in fb.signature_inputs + fb.signature_outputs},
+        "layout": "NCHW",
+        "ops": fb.op_histogram(),
+        "ops_total": len(fb.ops),
+        "fp32_size_bytes": float_bytes,
+        "size_ratio_vs_fp32": round(size_of(path) / float_bytes, 4),
+    }
 
 
 def convert_stock(module: Any, example_inputs: tuple[Any, ...], path: Path | str) -> Path:

@@ -4,7 +4,7 @@ Every module under runtime/ is imported in a fresh interpreter; afterwards none 
 heavy or host-only packages may be loaded (torch, OpenCV, scipy, the compiler side, and
 not even the runners, which load only when a DNN runs). A static pass over the sources
 backs this up for imports hidden in functions: besides numpy and the standard library,
-only the LiteRT / onnxruntime runners of targets/ may be named.
+only the runners layer and the shared file helpers may be named.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from pathlib import Path
 import mirror.runtime
 
 FORBIDDEN = ["torch", "cv2", "scipy", "mirror.compiler", "mirror.graphs", "mirror.passes",
-             "mirror.targets", "mirror.validation", "litert_torch", "coremltools", "onnxruntime"]
+             "mirror.targets", "mirror.validation", "mirror.runners", "litert_torch", "coremltools",
+             "onnxruntime"]
 RUNTIME_DIR = Path(mirror.runtime.__file__).resolve().parent
-RUNNERS = {"mirror.targets.tflite", "mirror.targets.onnx", "mirror.targets.base"}
+RUNNERS = {"mirror.runners.litert", "mirror.runners.onnxruntime", "mirror.files"}
 
 
 def _modules() -> list[str]:

@@ -1,44 +1,24 @@
-"""Numerical parity of an artifact's runner against the PyTorch reference.
+"""Numerical parity of an artifact's runners against the PyTorch reference.
 
-Tolerances are stated per precision (see ``TOLERANCES``) and apply to every output:
+The bound per precision is stated once, in ``mirror/precisions.py`` (fp32: max abs <= 1e-3
+and mean abs <= 1e-5 on every output; fp16: PSNR >= 40 dB; int8 and palettized recipes:
+PSNR >= 30 dB, on the try-on image, ``psnr_output``). PSNR is computed over each output's
+value range (2 for [-1, 1] images, 1 for masks).
 
-* fp32: max abs <= 1e-3 and mean abs <= 1e-5. Sampling through a computed flow
-  magnifies float reordering (torch vs onnxruntime differ by ~2e-4 on a random flow), so
-  a max-abs bound tighter than 1e-3 would fail on correct artifacts; the mean stays tiny.
-* fp16: PSNR >= 40 dB on the try-on image (``psnr_output``), against the fp32 reference.
-* int8: PSNR >= 30 dB (Qualcomm AI Hub's "good" bar for compressed models).
-
-PSNR is computed over each output's value range (2 for [-1, 1] images, 1 for masks).
+``check_runners`` runs every runner of an artifact and returns one ``ParityResult`` each:
+figures, a failure (the backend's one-line error) or why it was skipped.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Tolerance:
-    max_abs: float | None = None
-    mean_abs: float | None = None
-    min_psnr_db: float | None = None
-
-
-TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(max_abs=1e-3, mean_abs=1e-5),
-    "fp16": Tolerance(min_psnr_db=40.0),
-    "int8": Tolerance(min_psnr_db=30.0),
-    "palettize6": Tolerance(min_psnr_db=30.0),
-}
-
-
-def tolerance_for(precision: str) -> Tolerance:
-    """fp32/fp16 take their own bound; every int8 recipe (int8, int8-full ...) int8's."""
-    if precision in TOLERANCES:
-        return TOLERANCES[precision]
-    return TOLERANCES["int8"]
+from mirror import MirrorError
+from mirror.precisions import tolerance_for
+from mirror.validation.report import ParityResult, format_exception
 
 
 def psnr_db(got: np.ndarray, want: np.ndarray, value_range: float) -> float:
@@ -96,3 +76,41 @@ def compare(
         "failures": failures,
         "outputs": per_output,
     }
+
+
+def check_runners(
+    runners: list[Any],
+    feeds: dict[str, np.ndarray],
+    want: dict[str, np.ndarray],
+    precision: str,
+    *,
+    value_ranges: dict[str, float] | None = None,
+    psnr_output: str | None = None,
+    skip: dict[str, str] | None = None,
+) -> dict[str, ParityResult]:
+    """Run each runner on ``feeds`` and compare with ``want``; ``skip`` maps runner names
+    the caller chose not to run to the reason shown in the report."""
+    results: dict[str, ParityResult] = {}
+    for runner in runners:
+        ok, why = runner.availability()
+        if runner.name in (skip or {}):
+            results[runner.name] = ParityResult(skipped=(skip or {})[runner.name])
+        elif not ok:
+            results[runner.name] = ParityResult(skipped=why)
+        else:
+            results[runner.name] = _check_one(runner, feeds, want, precision, value_ranges, psnr_output)
+    return results
+
+
+def _check_one(
+    runner: Any, feeds: dict[str, np.ndarray], want: dict[str, np.ndarray], precision: str,
+    value_ranges: dict[str, float] | None, psnr_output: str | None,
+) -> ParityResult:  # fmt: skip
+    try:
+        got = runner.run(feeds)
+        figures = compare(got, want, precision, value_ranges=value_ranges, psnr_output=psnr_output)
+    except MirrorError as exc:
+        return ParityResult(passed=False, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - a runtime's failure on an artifact is a finding
+        return ParityResult(passed=False, error=format_exception(exc))
+    return ParityResult(**figures)

@@ -1,12 +1,12 @@
-"""LiteRT-only graph legalizations, applied to the shared program just before conversion.
+"""``litert::gather_v1``: 1-D ``index_select`` becomes litert-torch's ``tfl.gather`` (GATHER v1).
 
-``legalize_for_litert`` rewrites every ``aten.index_select(x, dim, idx)`` whose index is
+The pass (``legalize_for_litert`` underneath) rewrites every ``aten.index_select(x, dim, idx)`` whose index is
 1-D into litert-torch's ``tfl.gather(x, int32 idx, dim)``. litert-torch lowers
 ``index_select`` (like ``x[idx]`` and ``torch.gather``) to GATHER_ND plus bounds-check
 ops, which LiteRT's GPU delegate refuses; ``tfl.gather`` lowers straight to GATHER
 version 1, which it accepts. ``passes/gpu_grid_sample.py`` emits ``index_select`` so the
-shared program stays standard aten for ONNX and Core ML; only the LiteRT artifact gets
-``tfl.gather``.
+shared program stays standard aten for ONNX and Core ML; only the LiteRT backend pipeline
+runs this pass, last, so its program holds ``tfl.gather``.
 
 ``tfl.gather`` is an experimental litert-torch op (registered by importing
 ``litert_torch.backend.experimental.torch_tfl._ops``); ``litert_gather_op`` is the one
@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import torch
 
 from mirror import MirrorError
+from mirror.passes.base import PassResult, register
 
 _P = TypeVar("_P", torch.export.ExportedProgram, torch.fx.GraphModule)
 
@@ -109,4 +110,21 @@ def count_litert_gathers(program: torch.export.ExportedProgram | torch.fx.GraphM
         for n in gm.graph.nodes
         if n.op == "call_function" and getattr(n.target, "namespace", None) == "tfl"
         and "gather" in str(n.target)
+    )
+
+
+@register("litert::gather_v1")
+def gather_v1(program: torch.export.ExportedProgram) -> PassResult:
+    new = legalize_for_litert(program)
+    gathers = count_litert_gathers(new)
+    return PassResult(new, changed=gathers > count_litert_gathers(program), details={"litert_gathers": gathers})
+
+
+def count_index_selects(program: torch.export.ExportedProgram | torch.fx.GraphModule) -> int:
+    """How many 1-D ``index_select`` nodes (the ones ``gather_v1`` rewrites) a program holds."""
+    gm = program.graph_module if isinstance(program, torch.export.ExportedProgram) else program
+    return sum(
+        1
+        for n in gm.graph.nodes
+        if n.op == "call_function" and n.target is _INDEX_SELECT and getattr(_val(n.args[2]), "ndim", 0) == 1
     )

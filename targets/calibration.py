@@ -1,22 +1,4 @@
-"""Quantization recipes, stated once for every target, and calibration inputs.
-
-A recipe says *what* is quantized, never *how*: each target realizes it with its own
-tooling (the LiteRT target with ai-edge-quantizer, Core ML with coremltools'
-optimize/compression utilities). The recipes:
-
-=============  =================  ===========  ============  =================  ===========
-name           weights            activations  granularity   needs calibration  size vs fp32
-=============  =================  ===========  ============  =================  ===========
-fp32           float32            float32      -             no                 100%
-fp16           float16            float32      per-tensor    no                 ~50%
-int8-weight    int8, symmetric    float32      per-channel   no                 ~25%
-int8-full      int8, symmetric    int8         per-channel   yes                ~25%
-=============  =================  ===========  ============  =================  ===========
-
-``int8`` is an alias of ``int8-weight`` (the default 8-bit recipe: weights are dequantized
-before each op, so the GPU delegate still computes in float). ``int8-full`` quantizes
-activations too (asymmetric int8, per-tensor ranges from calibration) and the model's inputs
-and outputs become int8; runners quantize/dequantize at the boundary.
+"""Calibration inputs for the recipes that need them (``int8-full``; see ``mirror/precisions.py``).
 
 ``calibration_set`` makes the representative inputs ``int8-full`` needs: random inputs in each
 input's stated value range (images in [-1, 1], one-hot parsings, masks in [0, 1]), or the
@@ -26,81 +8,10 @@ user's own samples from a folder of ``.npz`` files. This module needs numpy only
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-@dataclass(frozen=True)
-class QuantRecipe:
-    """One quantization recipe, independent of the target that realizes it."""
-
-    name: str
-    weights: str  # "float32", "float16" or "int8"
-    activations: str  # "float32" or "int8"
-    granularity: str  # "none", "per-tensor" or "per-channel" (for the weights)
-    symmetric_weights: bool
-    needs_calibration: bool
-    description: str
-
-    @property
-    def quantizes_weights(self) -> bool:
-        return self.weights != "float32"
-
-    @property
-    def quantizes_activations(self) -> bool:
-        return self.activations != "float32"
-
-
-FP32 = QuantRecipe(
-    "fp32", "float32", "float32", "none", False, False, "no quantization (the reference)"
-)
-FP16 = QuantRecipe(
-    "fp16",
-    "float16",
-    "float32",
-    "per-tensor",
-    False,
-    False,
-    "float16 weights, cast back to float32 at load (or run as fp16 by a GPU delegate)",
-)
-INT8_WEIGHT = QuantRecipe(
-    "int8-weight",
-    "int8",
-    "float32",
-    "per-channel",
-    True,
-    False,
-    "weight-only int8: symmetric per-output-channel weights, dequantized before each op",
-)
-INT8_FULL = QuantRecipe(
-    "int8-full",
-    "int8",
-    "int8",
-    "per-channel",
-    True,
-    True,
-    "full-integer int8: per-channel weights and per-tensor asymmetric activations "
-    "from calibration; int8 inputs and outputs",
-)
-
-RECIPES: dict[str, QuantRecipe] = {r.name: r for r in (FP32, FP16, INT8_WEIGHT, INT8_FULL)}
-ALIASES = {"int8": "int8-weight", "float16": "fp16", "float32": "fp32"}
-
-
-def get_recipe(name: str) -> QuantRecipe:
-    """The recipe called ``name`` (accepts ``int8`` for ``int8-weight``)."""
-    from mirror import MirrorError
-
-    key = ALIASES.get(name, name)
-    try:
-        return RECIPES[key]
-    except KeyError:
-        known = ", ".join([*RECIPES, *ALIASES])
-        raise MirrorError(f"unknown precision {name!r}; known: {known}") from None
-
 
 # ---------------------------------------------------------------------------------------
 # Calibration inputs.

@@ -1,0 +1,30 @@
+"""Progress of long commands on stderr: one line per step, with its time."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class Progress:
+    """One line per step on stderr: ``[  12.3s] warp: export ... 7.7s``."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.start = time.perf_counter()
+
+    def log(self, message: str) -> None:
+        print(f"[{time.perf_counter() - self.start:7.1f}s] {message}", file=self.stream, flush=True)
+
+    @contextmanager
+    def step(self, message: str) -> Iterator[dict[str, Any]]:
+        """Log the start and end of a step; the block may set ``note["result"]`` for the end line."""
+        t0 = time.perf_counter()
+        note: dict[str, Any] = {}
+        self.log(f"{message} ...")
+        yield note
+        extra = f" ({note['result']})" if note.get("result") else ""
+        self.log(f"{message} done in {time.perf_counter() - t0:.1f}s{extra}")
