@@ -99,35 +99,51 @@ def _graph_config(name: str, table: dict[str, Any]) -> GraphConfig:
     )
 
 
+_KNOWN_KEYS = ("out", "graphs", "targets", "precisions", "seed", "baseline", "gpu_check", "gpu_parity", "graph",
+               "model", "sampling")  # fmt: skip
+
+
 def load_config(path: Path | None = None, **overrides: Any) -> CompileConfig:
     """Defaults, then the TOML file at ``path`` (if any), then non-None ``overrides``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise MirrorError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise MirrorError(f"config file {path} is not valid TOML: {exc}") from None
-    known = {
-        "out",
-        "graphs",
-        "targets",
-        "precisions",
-        "seed",
-        "baseline",
-        "gpu_check",
-        "gpu_parity",
-        "graph",
-        "model",
-        "sampling",
-    }
-    unknown = set(data) - known
-    if unknown:
-        raise MirrorError(f"config file {path} has unknown keys {sorted(unknown)}; known keys: {sorted(known)}")
+    data = _read_toml(path) if path is not None else {}
     for key, value in overrides.items():
         if value is not None:
             data[key] = value
+    gpu_check = data.get("gpu_check", "auto")
+    if gpu_check not in ("auto", "static", "delegate"):
+        raise MirrorError(f"gpu_check must be auto, static or delegate; got {gpu_check!r}")
+    gpu_parity = data.get("gpu_parity", "fp32")
+    if gpu_parity not in ("fp32", "all", "none"):
+        raise MirrorError(f"gpu_parity must be fp32, all or none; got {gpu_parity!r}")
+    return CompileConfig(
+        out=Path(data.get("out", "build")),
+        graphs=_graphs(data),
+        targets=_check_choice("target", list(data.get("targets", TARGETS)), TARGETS),
+        precisions=_check_choice("precision", list(data.get("precisions", DEFAULT_PRECISIONS)), PRECISIONS),
+        seed=int(data.get("seed", 0)),
+        baseline=bool(data.get("baseline", True)),
+        gpu_check=gpu_check,
+        gpu_parity=gpu_parity,
+        sampling=_sampling(data),
+        model=data.get("model"),
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise MirrorError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise MirrorError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = set(data) - set(_KNOWN_KEYS)
+    if unknown:
+        raise MirrorError(f"config file {path} has unknown keys {sorted(unknown)}; known keys: {sorted(_KNOWN_KEYS)}")
+    return data
+
+
+def _graphs(data: dict[str, Any]) -> list[GraphConfig]:
+    """The graphs to compile, each with its ``[graph.NAME]`` table and --checkpoint."""
     tables = data.get("graph", {})
     names = data.get("graphs") or (["warp", "gen"] if not data.get("model") else [])
     if not data.get("model"):
@@ -139,9 +155,11 @@ def load_config(path: Path | None = None, **overrides: Any) -> CompileConfig:
         if name in checkpoints:
             table["checkpoint"] = checkpoints[name]
         graphs.append(_graph_config(name, table))
-    gpu_check = data.get("gpu_check", "auto")
-    if gpu_check not in ("auto", "static", "delegate"):
-        raise MirrorError(f"gpu_check must be auto, static or delegate; got {gpu_check!r}")
+    return graphs
+
+
+def _sampling(data: dict[str, Any]) -> dict[str, str]:
+    """The grid_sample lowering per target: the defaults, with the ``[sampling]`` table over them."""
     sampling = dict(DEFAULT_SAMPLING)
     for target, lowering in dict(data.get("sampling", {})).items():
         _check_choice("target", [target], TARGETS)
@@ -149,18 +167,4 @@ def load_config(path: Path | None = None, **overrides: Any) -> CompileConfig:
         if target == "tflite" and lowering == "native":
             raise MirrorError("tflite cannot keep grid_sample: the GPU delegate refuses its stock lowering")
         sampling[target] = lowering
-    gpu_parity = data.get("gpu_parity", "fp32")
-    if gpu_parity not in ("fp32", "all", "none"):
-        raise MirrorError(f"gpu_parity must be fp32, all or none; got {gpu_parity!r}")
-    return CompileConfig(
-        out=Path(data.get("out", "build")),
-        graphs=graphs,
-        targets=_check_choice("target", list(data.get("targets", TARGETS)), TARGETS),
-        precisions=_check_choice("precision", list(data.get("precisions", DEFAULT_PRECISIONS)), PRECISIONS),
-        seed=int(data.get("seed", 0)),
-        baseline=bool(data.get("baseline", True)),
-        gpu_check=gpu_check,
-        gpu_parity=gpu_parity,
-        sampling=sampling,
-        model=data.get("model"),
-    )
+    return sampling

@@ -128,6 +128,21 @@ def _plan(call: dict[str, Any], lowering: str, block: int | None) -> str | None:
     return None
 
 
+def _plan_calls(program: ExportedProgram, lowering: str, block: int | None) -> tuple[list[dict], list[dict]]:
+    """Every grid_sample call, split into those to rewrite and those to leave (with why)."""
+    calls, skipped = [], []
+    for node in program.graph.nodes:
+        if node.op == "call_function" and node.target in GRID_SAMPLE_OPS:
+            call = _describe(node)
+            reason = _plan(call, lowering, block)
+            if reason is None:
+                calls.append(call)
+            else:
+                call["reason"] = reason
+                skipped.append(call)
+    return calls, skipped
+
+
 @register("gpu_grid_sample")
 def gpu_grid_sample(
     program: ExportedProgram,
@@ -150,16 +165,7 @@ def gpu_grid_sample(
     if block is not None and (block < 1 or block & (block - 1)):
         raise MirrorError(f"gpu_grid_sample: block must be a power of two, got {block}")
 
-    calls, skipped = [], []
-    for node in program.graph.nodes:
-        if node.op == "call_function" and node.target in GRID_SAMPLE_OPS:
-            call = _describe(node)
-            reason = _plan(call, lowering, block)
-            if reason is None:
-                calls.append(call)
-            else:
-                call["reason"] = reason
-                skipped.append(call)
+    calls, skipped = _plan_calls(program, lowering, block)
     if skipped and strict:
         s = skipped[0]
         raise MirrorError(

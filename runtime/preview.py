@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -178,47 +179,61 @@ class Preview:
         gray = rgb_to_gray(frame)
         timings["gray"] = (time.perf_counter() - t0) * 1e3
         labels = self._parse(frame, timings)
-        cfg = self.cfg
-        ncc_val, ke, spline, reason = float("nan"), float("nan"), None, ""
-        if self._t == 0:
-            reason = "first frame"
-        else:
-            st = self._state
-            t0 = time.perf_counter()
-            new, ok = track(self._prev_gray, gray, st["pts"], cfg.lk, self._lk_cache)
-            if ok.any():
-                st["box"] = st["box"] + np.r_[(new[ok] - st["pts"][ok]).mean(axis=0), 0.0, 0.0]
-            st["pts"], st["key_pts"] = new[ok].astype(np.float64), st["key_pts"][ok]
-            timings["lk"] = (time.perf_counter() - t0) * 1e3
-            t0 = time.perf_counter()
-            ke = keypoint_error(st["pts"], st["box"], st["key_pts"], st["key_box"])
-            timings["ke"] = (time.perf_counter() - t0) * 1e3
-            if len(st["pts"]) < cfg.min_points:
-                reason = f"only {len(st['pts'])} keypoints tracked"
-            else:
-                t0 = time.perf_counter()
-                try:
-                    spline = fit_tps(st["pts"], st["key_pts"])
-                except TPSDegenerate as exc:
-                    reason = f"degenerate TPS: {exc}"
-                timings["tps"] = (time.perf_counter() - t0) * 1e3
-            if spline is not None:
-                t0 = time.perf_counter()
-                xs, ys = box_lattice(st["box"], gray.shape, cfg.ncc_stride)
-                mx, my = spline.grid_at(xs, ys)
-                ncc_val = warp_ncc(gray, st["key_src"], xs, ys, mx, my)
-                timings["ncc"] = (time.perf_counter() - t0) * 1e3
-                if ncc_val < st["thr"]:
-                    reason = f"WE: NCC {ncc_val:.3f} < {st['thr']:.3f}"
-                elif not ke <= cfg.ke_threshold:
-                    reason = f"KE: {ke:.3f} > {cfg.ke_threshold}"
+        ncc_val, ke, spline, reason = float("nan"), float("nan"), None, "first frame"
+        if self._t > 0:
+            ncc_val, ke, spline, reason = self._track(gray, timings)
         dnn = bool(reason)
         if dnn:
             self._new_keyframe(labels, gray, timings)
             spline = None
+        row = self._record(dnn, reason, ncc_val, ke, spline, labels, timings)
+        self._rows.append(row)
+        self._prev_gray = gray
+        self._t += 1
+        return row
+
+    def _track(self, gray: np.ndarray, timings: dict) -> tuple[float, float, Any, str]:
+        """LK from the previous frame, then KE, TPS and WE.
+
+        Returns (ncc, ke, spline, why the DNN must run: "" when it need not)."""
+        cfg, st = self.cfg, self._state
+        ncc_val, spline, reason = float("nan"), None, ""
+        t0 = time.perf_counter()
+        new, ok = track(self._prev_gray, gray, st["pts"], cfg.lk, self._lk_cache)
+        if ok.any():
+            st["box"] = st["box"] + np.r_[(new[ok] - st["pts"][ok]).mean(axis=0), 0.0, 0.0]
+        st["pts"], st["key_pts"] = new[ok].astype(np.float64), st["key_pts"][ok]
+        timings["lk"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        ke = keypoint_error(st["pts"], st["box"], st["key_pts"], st["key_box"])
+        timings["ke"] = (time.perf_counter() - t0) * 1e3
+        if len(st["pts"]) < cfg.min_points:
+            return ncc_val, ke, None, f"only {len(st['pts'])} keypoints tracked"
+        t0 = time.perf_counter()
+        try:
+            spline = fit_tps(st["pts"], st["key_pts"])
+        except TPSDegenerate as exc:
+            reason = f"degenerate TPS: {exc}"
+        timings["tps"] = (time.perf_counter() - t0) * 1e3
+        if spline is not None:
+            t0 = time.perf_counter()
+            xs, ys = box_lattice(st["box"], gray.shape, cfg.ncc_stride)
+            mx, my = spline.grid_at(xs, ys)
+            ncc_val = warp_ncc(gray, st["key_src"], xs, ys, mx, my)
+            timings["ncc"] = (time.perf_counter() - t0) * 1e3
+            if ncc_val < st["thr"]:
+                reason = f"WE: NCC {ncc_val:.3f} < {st['thr']:.3f}"
+            elif not ke <= cfg.ke_threshold:
+                reason = f"KE: {ke:.3f} > {cfg.ke_threshold}"
+        return ncc_val, ke, spline, reason
+
+    def _record(
+        self, dnn: bool, reason: str, ncc_val: float, ke: float, spline: Any, labels: np.ndarray | None, timings: dict
+    ) -> dict:
+        """The frame's record, with points and TPS padded to ``max_points`` rows."""
         st = self._state
         n = len(st["pts"])
-        p = cfg.max_points
+        p = self.cfg.max_points
         pts = np.full((p, 2), np.nan, np.float32)
         kpts = np.full((p, 2), np.nan, np.float32)
         pts[:n], kpts[:n] = st["pts"], st["key_pts"]
@@ -228,7 +243,7 @@ class Preview:
         if spline is not None:
             ctrl, coef, norm = spline.to_arrays(p)
         _, _, bw, bh = box_pixels(st["box"])
-        row = {
+        return {
             "box": st["box"].copy(), "dnn": dnn, "reason": reason, "keyframe": st["key"],
             "n_points": n, "points": pts, "key_points": kpts, "tps_ok": spline is not None,
             "tps_ctrl": ctrl, "tps_coef": coef, "tps_norm": norm,
@@ -237,10 +252,6 @@ class Preview:
             "parsing": st["crop"] if dnn else self._crop(labels, st["box"]),
             "stage_ms": timings,
         }
-        self._rows.append(row)
-        self._prev_gray = gray
-        self._t += 1
-        return row
 
     def result(self) -> PreviewResult:
         rows = self._rows

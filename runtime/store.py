@@ -18,7 +18,6 @@ existing folder is replaced only if it is itself a store (or empty).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mirror import MirrorError, __version__
+from mirror.files import sha256_of
 
 from .preview import STAGES, PreviewResult
 
@@ -57,14 +57,6 @@ _ARRAYS: dict[str, tuple[str, tuple]] = {
     "ncc_threshold": ("float32", ("T",)),
     "tps_error": ("float32", ("T",)),
 }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _json_num(x: float) -> float | None:
@@ -129,7 +121,7 @@ def write_store(path: str | Path, res: PreviewResult, extra: dict | None = None)
         (tmp / _PREVIEW).write_text(json.dumps(preview_summary(res, extra), indent=1))
         files = {}
         for name in (_CONTEXT, _PARSING, _PREVIEW):
-            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": sha256_of(tmp / name)}
         manifest = {
             "format": FORMAT, "version": VERSION, "writer": f"mirror {__version__}",
             "frames": res.frames, "frame_size": list(res.frame_size),
@@ -151,6 +143,62 @@ def write_store(path: str | Path, res: PreviewResult, extra: dict | None = None)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _read_manifest(path: Path, where: str) -> dict:
+    """The store's manifest, checked for format, version and file list."""
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise MirrorError(f"{where} has no {MANIFEST}; run `mirror preview` to create it")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError) as exc:
+        raise MirrorError(f"{where}: unreadable {MANIFEST} ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise MirrorError(f"{where} is not a VITOFF context store (format "
+                          f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
+    if manifest.get("version") != VERSION:
+        raise MirrorError(f"{where} has format version {manifest.get('version')!r}; this mirror "
+                          f"reads version {VERSION}: rerun `mirror preview`")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != {_CONTEXT, _PARSING, _PREVIEW}:
+        raise MirrorError(f"{where}: the manifest's file list is damaged")
+    return manifest
+
+
+def _check_files(path: Path, files: dict, where: str) -> None:
+    """Every payload file is there, with the size and digest the manifest gives."""
+    for name, meta in files.items():
+        fp = path / name
+        if not fp.is_file():
+            raise MirrorError(f"{where}: {name} is missing")
+        size = fp.stat().st_size
+        if size != meta.get("bytes"):
+            raise MirrorError(f"{where}: {name} has {size} bytes, the manifest says "
+                              f"{meta.get('bytes')} (truncated or replaced)")
+        if sha256_of(fp) != meta.get("sha256"):
+            raise MirrorError(f"{where}: {name} does not match its SHA-256 in the manifest "
+                              "(the store was modified)")
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], parsing: np.ndarray, t: int, p: int, where: str) -> None:
+    """Dtypes and shapes as the format says, and keyframe bookkeeping that holds together."""
+    dims = {"T": t, "P": p, "P+3": p + 3}
+    for name, (dtype, shape) in _ARRAYS.items():
+        want = tuple(dims.get(d, d) for d in shape)
+        a = arrays.get(name)
+        if a is None or str(a.dtype) != dtype or a.shape != want:
+            got = "missing" if a is None else f"{a.dtype} {list(a.shape)}"
+            raise MirrorError(f"{where}: array '{name}' should be {dtype} {list(want)}, got {got}")
+    if parsing.dtype != np.uint8 or parsing.shape != (t, 256, 192):
+        raise MirrorError(f"{where}: parsing crops should be uint8 [{t}, 256, 192]")
+    if t < 1 or not arrays["dnn"][0]:
+        raise MirrorError(f"{where}: the first frame must be a DNN keyframe")
+    kf = arrays["keyframe"]
+    if (kf < 0).any() or (kf > np.arange(t)).any() or not arrays["dnn"][kf].all():
+        raise MirrorError(f"{where}: keyframe indices are inconsistent")
+    if not (arrays["dnn"] | arrays["tps_ok"]).all():
+        raise MirrorError(f"{where}: a frame has neither a DNN decision nor a TPS")
 
 
 class ContextStore:
@@ -181,40 +229,14 @@ def open_store(path: str | Path) -> ContextStore:
     """Open and verify a store; any damage or mismatch raises a one-line MirrorError."""
     path = Path(path)
     where = f"context store '{path}'"
-    mpath = path / MANIFEST
-    if not mpath.is_file():
-        raise MirrorError(f"{where} has no {MANIFEST}; run `mirror preview` to create it")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, ValueError) as exc:
-        raise MirrorError(f"{where}: unreadable {MANIFEST} ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise MirrorError(f"{where} is not a VITOFF context store (format "
-                          f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
-    if manifest.get("version") != VERSION:
-        raise MirrorError(f"{where} has format version {manifest.get('version')!r}; this mirror "
-                          f"reads version {VERSION}: rerun `mirror preview`")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or set(files) != {_CONTEXT, _PARSING, _PREVIEW}:
-        raise MirrorError(f"{where}: the manifest's file list is damaged")
-    for name, meta in files.items():
-        fp = path / name
-        if not fp.is_file():
-            raise MirrorError(f"{where}: {name} is missing")
-        size = fp.stat().st_size
-        if size != meta.get("bytes"):
-            raise MirrorError(f"{where}: {name} has {size} bytes, the manifest says "
-                              f"{meta.get('bytes')} (truncated or replaced)")
-        if _sha256(fp) != meta.get("sha256"):
-            raise MirrorError(f"{where}: {name} does not match its SHA-256 in the manifest "
-                              "(the store was modified)")
+    manifest = _read_manifest(path, where)
+    _check_files(path, manifest["files"], where)
     try:
         t = int(manifest["frames"])
         p = int(manifest["max_points"])
         fh, fw = (int(v) for v in manifest["frame_size"])
     except (KeyError, TypeError, ValueError):
         raise MirrorError(f"{where}: the manifest lacks frames/max_points/frame_size") from None
-    dims = {"T": t, "P": p, "P+3": p + 3}
     try:
         with np.load(path / _CONTEXT, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -223,19 +245,5 @@ def open_store(path: str | Path) -> ContextStore:
         preview = json.loads((path / _PREVIEW).read_text())
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise MirrorError(f"{where}: cannot read its payload ({exc})") from None
-    for name, (dtype, shape) in _ARRAYS.items():
-        want = tuple(dims.get(d, d) for d in shape)
-        a = arrays.get(name)
-        if a is None or str(a.dtype) != dtype or a.shape != want:
-            got = "missing" if a is None else f"{a.dtype} {list(a.shape)}"
-            raise MirrorError(f"{where}: array '{name}' should be {dtype} {list(want)}, got {got}")
-    if parsing.dtype != np.uint8 or parsing.shape != (t, 256, 192):
-        raise MirrorError(f"{where}: parsing crops should be uint8 [{t}, 256, 192]")
-    if t < 1 or not arrays["dnn"][0]:
-        raise MirrorError(f"{where}: the first frame must be a DNN keyframe")
-    kf = arrays["keyframe"]
-    if (kf < 0).any() or (kf > np.arange(t)).any() or not arrays["dnn"][kf].all():
-        raise MirrorError(f"{where}: keyframe indices are inconsistent")
-    if not (arrays["dnn"] | arrays["tps_ok"]).all():
-        raise MirrorError(f"{where}: a frame has neither a DNN decision nor a TPS")
+    _check_arrays(arrays, parsing, t, p, where)
     return ContextStore(path, manifest | {"frame_size": [fh, fw]}, arrays, parsing, preview)

@@ -247,7 +247,7 @@ class ONNXEmitter:
         self,
         program: Any,
         graph: str,
-        precision: str,
+        recipe: str,
         example_inputs: tuple[Any, ...],
         input_names: list[str],
         output_names: list[str],
@@ -256,7 +256,29 @@ class ONNXEmitter:
         *,
         use_cache: bool = True,
     ) -> bytes:
-        """The final model's bytes (not yet written anywhere)."""
+        """The final model's bytes for ``recipe`` (not yet written anywhere)."""
+        import onnx
+
+        model = self._fp32_model(program, graph, example_inputs, input_names, output_names, info, use_cache)
+        t = time.perf_counter()
+        model = self._apply_recipe(model, recipe, input_names, calibration, info)
+        info["precision_s"] = round(time.perf_counter() - t, 3)
+        _check_names(model, input_names, output_names, graph, stage=recipe)
+        _strip_run_specific(model)
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except Exception as exc:  # noqa: BLE001
+            raise MirrorError(
+                f"ONNX target: the {recipe} model for {graph} fails onnx.checker: {one_line(exc)}"
+            ) from exc
+        info["ops"] = dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
+        return model.SerializeToString()
+
+    def _fp32_model(
+        self, program: Any, graph: str, example_inputs: tuple[Any, ...], input_names: list[str],
+        output_names: list[str], info: dict[str, Any], use_cache: bool,
+    ) -> Any:  # fmt: skip
+        """The exported (and simplified) fp32 model; one export per program and names."""
         import onnx
 
         key = (tuple(input_names), tuple(output_names), self.opset, self.simplify)
@@ -265,55 +287,45 @@ class ONNXEmitter:
         except TypeError:  # not weak-referenceable
             cached = None
         if cached is not None:
-            model = onnx.load_from_string(cached[0])
             info.update(cached[1], export_cached=True)
-        else:
-            model = self._export_fp32(program, graph, example_inputs, input_names, output_names, info)
-            if use_cache:
-                with contextlib.suppress(TypeError):
-                    stats = {
-                        k: info[k] for k in ("export_s", "simplified", "simplify_error", "simplify_s") if k in info
-                    }
-                    self._exports.setdefault(program, {})[key] = (model.SerializeToString(), stats)
+            return onnx.load_from_string(cached[0])
+        model = self._export_fp32(program, graph, example_inputs, input_names, output_names, info)
+        if use_cache:
+            with contextlib.suppress(TypeError):
+                stats = {k: info[k] for k in ("export_s", "simplified", "simplify_error", "simplify_s") if k in info}
+                self._exports.setdefault(program, {})[key] = (model.SerializeToString(), stats)
+        return model
 
-        t = time.perf_counter()
-        if precision == "fp16":
+    def _apply_recipe(
+        self, model: Any, recipe: str, input_names: list[str], calibration: list[tuple[Any, ...]] | None,
+        info: dict[str, Any],
+    ) -> Any:  # fmt: skip
+        """fp16 conversion or int8 quantization of the fp32 model (fp32: unchanged)."""
+        if recipe == "fp16":
             model, kept = convert_fp16(model, keep_index_ops_fp32=self.fp16_index_ops == "fp32")
             info["fp16_method"] = (
                 "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True) + topological re-sort"
             )
             info["fp32_nodes"] = kept
-        elif precision.startswith("int8"):
-            if precision == "int8-full":
-                feeds = _calibration_feeds(calibration or [], input_names)
-                model = quantize_int8_static(model, feeds)
-                info["quantization"] = {
-                    "method": "onnxruntime.quantization.quantize_static",
-                    "format": "QDQ",
-                    "weights": "int8 per-channel",
-                    "activations": "uint8, MinMax calibration",
-                    "op_types": STATIC_QUANT_OPS,
-                    "calibration_samples": len(feeds),
-                }
-            else:
-                model = quantize_int8_dynamic(model)
-                info["quantization"] = {
-                    "method": "onnxruntime.quantization.quantize_dynamic",
-                    "weights": "int8",
-                    "activations": "float, quantized on the fly at run time",
-                }
-        info["precision_s"] = round(time.perf_counter() - t, 3)
-        _check_names(model, input_names, output_names, graph, stage=precision)
-
-        _strip_run_specific(model)
-        try:
-            onnx.checker.check_model(model, full_check=True)
-        except Exception as exc:  # noqa: BLE001
-            raise MirrorError(
-                f"ONNX target: the {precision} model for {graph} fails onnx.checker: {one_line(exc)}"
-            ) from exc
-        info["ops"] = dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
-        return model.SerializeToString()
+        elif recipe == "int8-full":
+            feeds = _calibration_feeds(calibration or [], input_names)
+            model = quantize_int8_static(model, feeds)
+            info["quantization"] = {
+                "method": "onnxruntime.quantization.quantize_static",
+                "format": "QDQ",
+                "weights": "int8 per-channel",
+                "activations": "uint8, MinMax calibration",
+                "op_types": STATIC_QUANT_OPS,
+                "calibration_samples": len(feeds),
+            }
+        elif recipe == "int8-weight":
+            model = quantize_int8_dynamic(model)
+            info["quantization"] = {
+                "method": "onnxruntime.quantization.quantize_dynamic",
+                "weights": "int8",
+                "activations": "float, quantized on the fly at run time",
+            }
+        return model
 
     def _export_fp32(
         self,

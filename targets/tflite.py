@@ -114,39 +114,17 @@ def quantize_bytes(
     input_names: list[str],
     calibration: list[tuple[np.ndarray, ...]] | None = None,
 ) -> bytes:
-    """Apply a ``passes.quantization`` recipe to a float .tflite with ai-edge-quantizer."""
+    """Apply a ``mirror.precisions`` recipe to a float .tflite with ai-edge-quantizer."""
     recipe = get_recipe(recipe_name)
     if recipe.name == _NO_QUANT:
         return float_model
     import contextlib
     import io
 
-    from ai_edge_quantizer import qtyping, quantizer
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from ai_edge_quantizer import quantizer
 
     q = quantizer.Quantizer(bytearray(float_model))
-    ops = qtyping.TFLOperationName.ALL_SUPPORTED
-    if recipe.name == "fp16":
-        q.add_weight_only_config(regex=".*", operation_name=ops, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
-    elif recipe.name == "int8-weight":
-        q.add_weight_only_config(
-            regex=".*",
-            operation_name=ops,
-            num_bits=8,
-            granularity=qtyping.QuantGranularity.CHANNELWISE,
-            algorithm_key=AlgorithmName.MIN_MAX_UNIFORM_QUANT,
-        )
-    elif recipe.name == "int8-full":
-        q.add_static_config(
-            regex=".*",
-            operation_name=ops,
-            activation_num_bits=8,
-            weight_num_bits=8,
-            weight_granularity=qtyping.QuantGranularity.CHANNELWISE,
-            algorithm_key=AlgorithmName.MIN_MAX_UNIFORM_QUANT,
-        )
-    else:  # a recipe added to mirror.precisions without a LiteRT realization
-        raise MirrorError(f"the LiteRT target has no realization of recipe {recipe.name!r}")
+    _configure(q, recipe.name)
     calibration_result = None
     # ai-edge-quantizer prints a size summary, a progress bar and a debugging warning
     # during calibration; keep the CLI's output ours.
@@ -167,6 +145,26 @@ def quantize_bytes(
             calibration_result = q.calibrate(data, num_threads=1)
         result = q.quantize(calibration_result)
     return bytes(result.quantized_model)
+
+
+def _configure(q: Any, recipe: str) -> None:
+    """The ai-edge-quantizer configuration that realizes ``recipe``."""
+    from ai_edge_quantizer import qtyping
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    ops = qtyping.TFLOperationName.ALL_SUPPORTED
+    channelwise = qtyping.QuantGranularity.CHANNELWISE
+    min_max = AlgorithmName.MIN_MAX_UNIFORM_QUANT
+    if recipe == "fp16":
+        q.add_weight_only_config(regex=".*", operation_name=ops, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
+    elif recipe == "int8-weight":
+        q.add_weight_only_config(regex=".*", operation_name=ops, num_bits=8, granularity=channelwise,
+                                 algorithm_key=min_max)  # fmt: skip
+    elif recipe == "int8-full":
+        q.add_static_config(regex=".*", operation_name=ops, activation_num_bits=8, weight_num_bits=8,
+                            weight_granularity=channelwise, algorithm_key=min_max)  # fmt: skip
+    else:  # a recipe added to mirror.precisions without a LiteRT realization
+        raise MirrorError(f"the LiteRT target has no realization of recipe {recipe!r}")
 
 
 def _as_numpy_samples(calibration: list[tuple[Any, ...]]) -> list[tuple[np.ndarray, ...]]:

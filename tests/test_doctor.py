@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mirror.compiler.cli import main
-from mirror.targets.litert_env import find_vulkan_driver
+from mirror.runners.vulkan import find_vulkan_driver
 
 
 def test_doctor_quick_without_driver(capsys, monkeypatch, tmp_path):

@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 
 from mirror import MirrorError
-from mirror.passes.quantization import (
-    INT8_FULL,
+from mirror.precisions import (
+    ALIASES,
     RECIPES,
-    calibration_set,
+    Recipe,
     get_recipe,
-    guess_value_range,
+    supported,
+    target_names,
+    tolerance_for,
 )
+from mirror.targets.calibration import calibration_set, guess_value_range
 
 SHAPES = {"person": (1, 3, 16, 12), "parsing": (1, 7, 16, 12), "edge": (1, 1, 16, 12)}
 
@@ -22,16 +25,45 @@ def examples():
 
 
 def test_recipes_are_stated_once():
-    assert set(RECIPES) == {"fp32", "fp16", "int8-weight", "int8-full"}
-    assert get_recipe("int8") is get_recipe("int8-weight")
+    assert set(RECIPES) == {"fp32", "fp16", "int8-weight", "int8-full", "palettize6"}
+    assert all(isinstance(r, Recipe) and r.name == n for n, r in RECIPES.items())
+    assert ALIASES == {"int8": "int8-weight", "int8-static": "int8-full", "float16": "fp16", "float32": "fp32"}
+    for alias, name in ALIASES.items():
+        assert get_recipe(alias) is get_recipe(name)
     assert get_recipe("fp16").weights == "float16" and not get_recipe("fp16").needs_calibration
     w = get_recipe("int8-weight")
     assert (w.weights, w.activations, w.granularity, w.symmetric_weights) == (
         "int8", "float32", "per-channel", True)
-    assert INT8_FULL.needs_calibration and INT8_FULL.quantizes_activations
+    full = get_recipe("int8-full")
+    assert full.needs_calibration and full.quantizes_activations
+    assert not w.needs_calibration and not w.quantizes_activations
     assert not get_recipe("fp32").quantizes_weights
+    p6 = get_recipe("palettize6")
+    assert p6.weights == "6-bit palette" and p6.quantizes_weights and not p6.needs_calibration
     with pytest.raises(MirrorError, match="unknown precision 'int3'"):
         get_recipe("int3")
+
+
+def test_targets_realize_their_recipes():
+    assert supported("tflite", "int8") and supported("tflite", "int8-static")
+    assert supported("onnx", "int8-full") and not supported("onnx", "palettize6")
+    assert supported("coreml", "palettize6") and not supported("coreml", "int8-full")
+    assert not supported("tflite", "palettize6")
+    assert "int8" in target_names("coreml") and "int8-static" not in target_names("coreml")
+    assert set(target_names("onnx")) == {"fp32", "fp16", "int8-weight", "int8-full",
+                                         "int8", "int8-static", "float16", "float32"}
+    with pytest.raises(MirrorError, match="unknown precision"):
+        supported("onnx", "int4")
+
+
+def test_tolerances_are_the_recipes_own():
+    fp32 = tolerance_for("fp32")
+    assert (fp32.max_abs, fp32.mean_abs, fp32.min_psnr_db) == (1e-3, 1e-5, None)
+    assert tolerance_for("float32") is fp32
+    assert tolerance_for("fp16").min_psnr_db == 40.0 and tolerance_for("fp16").max_abs is None
+    for name in ("int8", "int8-weight", "int8-full", "int8-static", "palettize6"):
+        assert tolerance_for(name).min_psnr_db == 30.0, name
+        assert tolerance_for(name) is get_recipe(name).tolerance
 
 
 def test_value_ranges_from_names():

@@ -24,7 +24,7 @@ from mirror.runtime.divton import DivtonRunner, find_artifact
 from mirror.runtime.garment import Garment, edge_mask, load_image, otsu_threshold
 from mirror.runtime.synthetic import Motion, SyntheticClip
 from mirror.runtime.video import load_frames, write_y4m
-from mirror.targets.base import sha256_of
+from mirror.files import sha256_of
 
 H, W = 256, 192
 GARMENT_RGB = (20, 200, 40)
