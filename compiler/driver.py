@@ -133,7 +133,7 @@ def _compile_graph(session: CompileSession, unit: CompileUnit) -> None:
     if unit.pipeline not in PIPELINES:
         raise MirrorError(f"unknown pipeline {unit.pipeline!r}; known: {', '.join(PIPELINES)}")
     shared = PIPELINES[unit.pipeline]
-    program = _run_passes(session, unit, program, shared, unit.pipeline, val_inputs)
+    program = _run_passes(session, unit, program, shared, unit.pipeline, val_inputs, {})
     want = run_reference(unit, val_inputs)
     session.report.tensors[unit.name] = {
         "inputs": {n: list(t.shape) for n, t in zip(unit.input_names, unit.example_inputs, strict=True)},
@@ -143,9 +143,10 @@ def _compile_graph(session: CompileSession, unit: CompileUnit) -> None:
     if any(precisions.get_recipe(p).needs_calibration for p in config.precisions):
         # Representative, image-like inputs of this graph.
         run.calibration = [unit.inputs(config.seed + CALIBRATION_SEED_OFFSET + k) for k in range(CALIBRATION_SAMPLES)]
+    shared_prefixes: dict[Any, Any] = {}  # backends whose pipelines start alike run that start once
     for target, emitter in session.emitters.items():
         backend = emitter.pipeline(config.sampling[target])
-        program_t = _run_passes(session, unit, program, backend, target, val_inputs)
+        program_t = _run_passes(session, unit, program, backend, target, val_inputs, shared_prefixes)
         passes = [*run.shared_passes, *(name for name, _ in backend)]
         for precision in config.precisions:
             if not precisions.supported(target, precision):
@@ -157,15 +158,17 @@ def _compile_graph(session: CompileSession, unit: CompileUnit) -> None:
 
 
 def _run_passes(
-    session: CompileSession, unit: CompileUnit, program: Any, spec: Any, name: str, val_inputs: tuple[Any, ...]
-) -> Any:
+    session: CompileSession, unit: CompileUnit, program: Any, spec: Any, name: str, val_inputs: tuple[Any, ...],
+    cache: dict[Any, Any],
+) -> Any:  # fmt: skip
     """Run one pipeline on ``program``, record its passes, show their parity on the progress line."""
     if not spec:
         return program
     with session.progress.step(f"{unit.name}: passes ({name})") as note:
         program, records = run_pipeline(
-            program, spec, unit.name, reference=unit.reference, example_inputs=val_inputs, pipeline_name=name
-        )
+            program, spec, unit.name, reference=unit.reference, example_inputs=val_inputs, pipeline_name=name,
+            cache=cache,
+        )  # fmt: skip
         note["result"] = ", ".join(f"{r.name}: max abs {r.max_abs_vs_reference:.2g}" for r in records)
     session.report.passes.extend(records)
     return program

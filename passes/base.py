@@ -94,6 +94,22 @@ def _load_builtin_passes() -> None:
 PipelineSpec = Sequence[tuple[str, dict[str, Any]]]
 
 
+@dataclass
+class _Figures:
+    """What ``run_pipeline`` measures of a program between passes."""
+
+    ops: Counter
+    flops: int
+    params: int
+    max_abs: float | None
+
+    @classmethod
+    def of(cls, program: ExportedProgram, reference: Any, example_inputs: Any, max_abs: float | None = None) -> Any:
+        if max_abs is None and reference is not None and example_inputs is not None:
+            max_abs = analysis.max_abs_difference(program, reference, example_inputs)
+        return cls(analysis.op_counts(program), analysis.count_flops(program), analysis.count_params(program), max_abs)
+
+
 def run_pipeline(
     program: ExportedProgram,
     pipeline: PipelineSpec,
@@ -101,40 +117,52 @@ def run_pipeline(
     reference: Callable[..., Any] | None = None,
     example_inputs: tuple[torch.Tensor, ...] | None = None,
     pipeline_name: str = "",
+    cache: dict[Any, Any] | None = None,
 ) -> tuple[ExportedProgram, list[PassRecord]]:
     """Run ``pipeline`` on ``program``; record ops, FLOPs, params and parity per pass.
 
     ``reference`` (e.g. the eager reference module) and ``example_inputs`` give each record
-    ``max_abs_vs_reference``: the largest absolute difference over all outputs.
+    ``max_abs_vs_reference``: the largest absolute difference over all outputs. A pass that
+    changed nothing keeps the figures it was given. ``cache`` (a dict the caller keeps)
+    shares work between pipelines that start alike on the same program: a prefix already
+    run is not run again, and its records are repeated under this pipeline's name.
     """
     records: list[PassRecord] = []
+    key: tuple[Any, ...] = (id(program),)
+    if cache is not None:
+        cache.setdefault(key, (program, None))  # keeps the program, and so its id, alive
+    figures = None
     for name, options in pipeline:
-        fn = get_pass(name)
-        ops_before = analysis.op_counts(program)
-        flops_before = analysis.count_flops(program)
-        params_before = analysis.count_params(program)
-        result = fn(program, **dict(options))
+        key = (*key, name, repr(sorted(dict(options).items())))
+        if cache is not None and key in cache:
+            program, record, figures = cache[key]
+            records.append(dataclasses.replace(record, pipeline=pipeline_name))
+            continue
+        if figures is None:
+            figures = _Figures.of(program, None, None)
+        result = get_pass(name)(program, **dict(options))
         program = result.program
-        ops_after = analysis.op_counts(program)
-        added = ops_after - ops_before
-        removed = ops_before - ops_after
-        max_abs = None
-        if reference is not None and example_inputs is not None:
-            max_abs = analysis.max_abs_difference(program, reference, example_inputs)
-        records.append(
-            PassRecord(
-                name=name,
-                graph=graph,
-                changed=result.changed,
-                ops_added=dict(sorted(Counter(added).items())),
-                ops_removed=dict(sorted(Counter(removed).items())),
-                flops_before=flops_before,
-                flops_after=analysis.count_flops(program),
-                params_before=params_before,
-                params_after=analysis.count_params(program),
-                max_abs_vs_reference=max_abs,
-                details=result.details,
-                pipeline=pipeline_name,
-            )
-        )
+        after = figures if not result.changed and figures.max_abs is not None else None
+        after = after or _Figures.of(program, reference, example_inputs)
+        records.append(_record(name, graph, pipeline_name, result, figures, after))
+        figures = after
+        if cache is not None:
+            cache[key] = (program, records[-1], figures)
     return program, records
+
+
+def _record(name: str, graph: str, pipeline: str, result: PassResult, before: _Figures, after: _Figures) -> PassRecord:
+    return PassRecord(
+        name=name,
+        graph=graph,
+        changed=result.changed,
+        ops_added=dict(sorted((after.ops - before.ops).items())),
+        ops_removed=dict(sorted((before.ops - after.ops).items())),
+        flops_before=before.flops,
+        flops_after=after.flops,
+        params_before=before.params,
+        params_after=after.params,
+        max_abs_vs_reference=after.max_abs,
+        details=result.details,
+        pipeline=pipeline,
+    )

@@ -200,8 +200,8 @@ class TFLiteEmitter:
     def pipeline(self, lowering: str) -> PipelineSpec:
         """The passes a LiteRT artifact goes through after the shared pipeline."""
         return [
+            *lowering_passes(lowering),  # first, so it is shared with a Core ML pipeline of the same lowering
             ("litert::split_wide_conv", {"max_in_channels": 512}),
-            *lowering_passes(lowering),
             ("litert::gather_v1", {}),
         ]
 
