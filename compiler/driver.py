@@ -32,12 +32,13 @@ from mirror import MirrorError, __version__, precisions
 from mirror.compiler.baseline import BaselineJob
 from mirror.compiler.config import CompileConfig
 from mirror.compiler.progress import Progress
-from mirror.compiler.units import CompileUnit, run_reference, units_for
+from mirror.compiler.units import CompileUnit, units_for
 from mirror.files import sha256_of, size_of
 from mirror.passes.base import run_pipeline
 from mirror.passes.registry import PIPELINES
 from mirror.targets.base import Artifact
 from mirror.validation.parity import check_runners
+from mirror.validation.reference import TorchReferenceRunner
 from mirror.validation.report import ArtifactEntry, CompileReport, GpuDelegateResult
 
 EMITTERS = {
@@ -134,7 +135,7 @@ def _compile_graph(session: CompileSession, unit: CompileUnit) -> None:
         raise MirrorError(f"unknown pipeline {unit.pipeline!r}; known: {', '.join(PIPELINES)}")
     shared = PIPELINES[unit.pipeline]
     program = _run_passes(session, unit, program, shared, unit.pipeline, val_inputs, {})
-    want = run_reference(unit, val_inputs)
+    want = TorchReferenceRunner(unit.reference, unit.input_names, unit.output_names).run_tensors(val_inputs)
     session.report.tensors[unit.name] = {
         "inputs": {n: list(t.shape) for n, t in zip(unit.input_names, unit.example_inputs, strict=True)},
         "outputs": {n: list(v.shape) for n, v in want.items()},

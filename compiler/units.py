@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -131,14 +130,6 @@ def user_unit(ref: str, pipeline: str = "default") -> CompileUnit:
         value_ranges=ranges,
         psnr_output=output_names[0],
     )
-
-
-def run_reference(unit: CompileUnit, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
-    """The eager reference's outputs as named float32 numpy arrays."""
-    with torch.no_grad():
-        out = unit.reference(*inputs)
-    out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
-    return {n: o.detach().float().numpy() for n, o in zip(unit.output_names, out, strict=True)}
 
 
 def units_for(config: CompileConfig) -> list[CompileUnit]:
