@@ -11,9 +11,12 @@ Lowerings compared, one grid_sample per model (bilinear, border, align_corners=F
   time and no CPU parity).
 
 For each: TFLite op count, GATHER/GATHER_ND count, ops on the real GPU delegate (SwiftShader
-Vulkan in a child process), LiteRT CPU latency (XNNPACK, median), SwiftShader latency (a
-CPU emulating a GPU: only the relative order means anything), the largest intermediate
-tensor and the sum of all gather outputs (memory traffic per call), and parity.
+Vulkan, through ``mirror.runners.litert.LiteRTGpuRunner``'s child process), LiteRT CPU latency
+(XNNPACK on 2 threads in this process, ``LiteRTCpuRunner``, median), SwiftShader latency (a
+CPU emulating a GPU: only the relative order means anything; it includes the round trip of
+inputs and outputs to the runner's child, the same for every lowering of a case), the
+largest intermediate tensor and the sum of all gather outputs (memory traffic per call), and
+parity.
 
 Run: ``.venv/bin/python benchmarks/grid_sample_lowerings.py [--cases cloth,feat,flow]
 [--json out.json]``. Takes a few minutes (one litert-torch conversion per row).
@@ -24,20 +27,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mirror.passes.base import get_pass
-
-SWIFTSHADER = Path("/usr/lib/chromium/vk_swiftshader_icd.json")
+from mirror.runners.base import RunnerError
+from mirror.runners.litert import LiteRTCpuRunner, LiteRTGpuRunner
+from mirror.runners.vulkan import find_vulkan_driver
 
 # name: (channels, source H, W, output Ho, Wo) -- DIVTON's grid_sample calls.
 CASES = {
@@ -111,58 +115,43 @@ class _ResamplerSample(torch.nn.Module):
 
 # ----------------------------------------------------------------------------- running
 
-_CHILD = r"""
-import json, sys, time, numpy as np
-from ai_edge_litert.compiled_model import CompiledModel
-from ai_edge_litert.hardware_accelerator import HardwareAccelerator as HA
-path, inputs, outputs, accel, reps = sys.argv[1:6]
-hw = HA.GPU | HA.CPU if accel == "gpu" else HA.CPU
-model = CompiledModel.from_file(path, hardware_accel=hw)
-data = np.load(inputs)
-key = list(model.get_signature_list())[0]
-ins, outs = model.create_input_buffers(0), model.create_output_buffers(0)
-for i, buf in enumerate(ins):
-    buf.write(np.ascontiguousarray(data[f"in{i}"], dtype=np.float32))
-shape = list(model.get_output_tensor_details(key).values())[0]["shape"]
-model.run_by_index(0, ins, outs)
-times = []
-for _ in range(int(reps)):
-    # Reading the output waits for an asynchronous accelerator to finish.
-    t = time.perf_counter()
-    model.run_by_index(0, ins, outs)
-    out = outs[0].read(int(np.prod(shape)), np.float32)
-    times.append(time.perf_counter() - t)
-np.save(outputs, out.reshape(shape))
-print("RESULT " + json.dumps({"fully": bool(model.is_fully_accelerated()),
-                              "median_ms": 1e3 * float(np.median(times))}))
-"""
+
+def time_runner(runner: Any, inputs: list[np.ndarray], reps: int) -> dict:
+    """Median latency of ``runner.run`` over ``reps`` calls after a warm-up call (load,
+    allocations, shader compilation), and the last output; or the runner's error."""
+    feeds = dict(zip(runner.input_names, inputs, strict=True))
+    try:
+        out = runner.run(feeds)
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            out = runner.run(feeds)
+            times.append(time.perf_counter() - t)
+    except RunnerError as exc:
+        return {"error": str(exc)[:200]}
+    return {"median_ms": 1e3 * statistics.median(times), "out": out[runner.output_names[0]]}
 
 
-def run_child(path: Path, inputs, accel: str, reps: int, work: Path) -> dict:
-    np.savez(work / "in.npz", **{f"in{i}": a for i, a in enumerate(inputs)})
-    env = dict(os.environ)
-    if accel == "gpu":
-        (work / "xdg").mkdir(exist_ok=True)
-        env.update(VK_ICD_FILENAMES=str(SWIFTSHADER), XDG_RUNTIME_DIR=str(work / "xdg"),
-                   LD_LIBRARY_PATH=":".join(p for p in (str(SWIFTSHADER.parent),
-                                                        env.get("LD_LIBRARY_PATH")) if p))
-    out = work / f"out_{accel}.npy"
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(work / "in.npz"),
-                           str(out), accel, str(reps)],
-                          capture_output=True, text=True, env=env, timeout=600)
-    res: dict = {"rc": proc.returncode}
-    log = proc.stderr + proc.stdout
-    for line in log.splitlines():
-        if line.startswith("RESULT "):
-            res.update(json.loads(line[7:]))
-            res["out"] = np.load(out)
-        if "operations will run on the GPU" in line:
-            words = line.split()
-            res["gpu_ops"] = int(words[0])
-            res["cpu_ops"] = int(words[line.split().index("remaining") + 1])
-    if "rc" in res and res["rc"] != 0 and "out" not in res:
-        res["error"] = log.strip().splitlines()[-1][:200] if log.strip() else "crashed"
-    return res
+def run_cpu(path: Path, inputs: list[np.ndarray], reps: int) -> dict:
+    """LiteRT's CPU interpreter (XNNPACK, 2 threads), in this process."""
+    with LiteRTCpuRunner(path, num_threads=2) as runner:
+        return time_runner(runner, inputs, reps)
+
+
+def run_gpu(path: Path, inputs: list[np.ndarray], reps: int) -> dict:
+    """LiteRT's GPU accelerator in the runner's child process: what the delegate accepted
+    (from its load log) and the timed runs."""
+    from mirror.targets.gpu_delegate import parse_delegate_log
+
+    with LiteRTGpuRunner(path) as runner:
+        loaded = runner.load()
+        if not loaded.ok:
+            return {"error": loaded.error[:200]}
+        counts = parse_delegate_log(loaded.log)
+        res = {"fully": bool(loaded.result.get("fully_accelerated")),
+               "gpu_ops": counts["gpu_ops"], "cpu_ops": counts["cpu_ops"]}
+        res.update(time_runner(runner, inputs, reps))
+        return res
 
 
 def _tensor_bytes(t) -> int:
@@ -172,8 +161,8 @@ def _tensor_bytes(t) -> int:
 def measure(case: str, lowering: str, reps: int, work: Path) -> dict:
     import litert_torch
 
-    from mirror.targets.gpu_delegate import read_tflite
-    from mirror.targets.tflite_ops import legalize_for_litert
+    from mirror.passes.litert_gather import legalize_for_litert
+    from mirror.runners.tflite_file import read_tflite
 
     c, h, w, ho, wo = CASES[case]
     torch.manual_seed(0)
@@ -209,16 +198,21 @@ def measure(case: str, lowering: str, reps: int, work: Path) -> dict:
         "gather_out_mb": round(sum(_tensor_bytes(outputs(o)[0]) for o in ops
                                    if o.name in ("GATHER", "GATHER_ND")) / 2**20, 1),
     }
+    inputs = [x.numpy(), grid.numpy()]
     if lowering != "resampler":
-        cpu = run_child(path, [x.numpy(), grid.numpy()], "cpu", reps, work)
+        cpu = run_cpu(path, inputs, reps)
         row["cpu_ms"] = round(cpu.get("median_ms", float("nan")), 2)
         if "out" in cpu:
             row["cpu_max_abs"] = float(np.abs(cpu["out"] - want).max())
-    if SWIFTSHADER.exists():
-        gpu = run_child(path, [x.numpy(), grid.numpy()], "gpu", max(3, reps // 3), work)
+        if "error" in cpu:
+            row["cpu_error"] = cpu["error"]
+    driver = find_vulkan_driver()
+    if driver.found:
+        gpu = run_gpu(path, inputs, max(3, reps // 3))
+        gpu_ops, cpu_ops = gpu.get("gpu_ops"), gpu.get("cpu_ops")
         row["gpu_ops"] = (
             f"all {len(ops)}" if gpu.get("fully")
-            else f"{gpu.get('gpu_ops', '?')}/{gpu.get('gpu_ops', 0) + gpu.get('cpu_ops', 0)}"
+            else f"{gpu_ops if gpu_ops is not None else '?'}/{(gpu_ops or 0) + (cpu_ops or 0)}"
         )
         row["gpu_fully"] = gpu.get("fully")
         row["swiftshader_ms"] = round(gpu.get("median_ms", float("nan")), 1)
@@ -226,6 +220,8 @@ def measure(case: str, lowering: str, reps: int, work: Path) -> dict:
             row["gpu_max_abs"] = float(np.abs(gpu["out"] - want).max())
         if "error" in gpu:
             row["gpu_error"] = gpu["error"]
+    else:
+        row["gpu_skipped"] = driver.reason
     return row
 
 

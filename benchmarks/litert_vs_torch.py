@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mirror import graphs
-from mirror.targets.tflite import LiteRTRunner
+from mirror.runners.litert import litert_runner
 
 
 def median_seconds(fn, runs: int) -> float:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         module = graphs.load(name)
         inputs = graphs.example_inputs(name, seed=7)
         feeds = {n: t.numpy() for n, t in zip(graphs.spec(name).input_names, inputs, strict=True)}
-        runner = LiteRTRunner(path, "cpu", num_threads=args.threads)
+        runner = litert_runner(path, "cpu", num_threads=args.threads)
 
         def run_torch(module=module, inputs=inputs):
             with torch.no_grad():
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             want = module(*inputs)
         got = runner.run(feeds)
+        runner.close()
         names = graphs.spec(name).output_names
         max_abs = max(float(np.abs(got[n] - w.numpy()).max()) for n, w in zip(names, want, strict=True))
         totals["pytorch"] += t_torch

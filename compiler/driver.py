@@ -216,6 +216,8 @@ def _skipped_runners(config: CompileConfig, precision: str) -> dict[str, str]:
     only fp32 artifacts run on it; the others are still loaded by the delegate check."""
     if config.gpu_parity == "all" or (config.gpu_parity == "fp32" and precision == "fp32"):
         return {}
+    if config.gpu_parity == "none":
+        return {"litert-gpu": "GPU inference is off (--gpu-parity none)"}
     return {"litert-gpu": f"GPU inference runs for {config.gpu_parity} artifacts only (--gpu-parity all)"}
 
 

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from mirror import one_line
+
 Arrays = dict[str, np.ndarray]
 Handler = Callable[[dict[str, Any], Arrays, Callable[[str], None]], tuple[dict[str, Any], Arrays]]
 
@@ -51,11 +53,13 @@ class ChildOutcome:
     log: str = ""  # what the child printed while serving this request
     error: str = ""  # one line: why it failed ("" when ok)
     stage: str = ""  # the last stage the child reported
-    returncode: int | None = None  # set when the child process ended (crash or exit)
+    returncode: int | None = None  # set when the child process ended (crash, exit or timeout)
+    timed_out: bool = False  # the parent killed it past its timeout
 
     @property
     def crashed(self) -> bool:
-        return self.returncode is not None and self.returncode < 0
+        """The child died of a signal on its own (not killed for a timeout)."""
+        return self.returncode is not None and self.returncode < 0 and not self.timed_out
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -229,7 +233,7 @@ class Child:
         else:
             error = last_error_line(log) or f"{self.label} exited with status {code} during {stage}"
         self.close()
-        return ChildOutcome(False, {}, {}, log, error, stage, code)
+        return ChildOutcome(False, {}, {}, log, error, stage, code, timed_out)
 
 
 def run_once(
@@ -283,8 +287,7 @@ def serve(handlers: dict[str, Handler]) -> int:
                 np.savez(request["outputs"], **outputs)
             send({"result": result})
         except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-            text = str(exc).strip()
-            send({"error": f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}"})
+            send({"error": one_line(exc)})
         sys.stdout.flush()
         sys.stderr.flush()
     return 0

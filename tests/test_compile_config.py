@@ -37,6 +37,14 @@ def test_toml_then_overrides(tmp_path):
     assert gen.size == (128, 96) and str(gen.checkpoint) == "g.pth"
 
 
+def test_precision_names_are_the_recipes_and_their_aliases():
+    """Every recipe of mirror/precisions.py and every alias is a valid choice, kept as asked."""
+    asked = ["int8-full", "int8-static", "palettize6", "float16", "int8-weight"]
+    assert load_config(precisions=asked).precisions == asked
+    with pytest.raises(MirrorError, match="unknown precision 'int3'"):
+        load_config(precisions=["fp16", "int3"])
+
+
 @pytest.mark.parametrize(
     "text,match",
     [

@@ -10,11 +10,28 @@ from pathlib import Path
 import pytest
 
 from mirror.compiler import cli
-from mirror.targets.base import sha256_of
+from mirror.files import sha256_of
+from mirror.runners.vulkan import find_vulkan_driver
 
 pytestmark = pytest.mark.slow
 
 TESTS = Path(__file__).resolve().parent
+# The passes each backend's pipeline must hold for this model (a grid_sample to lower).
+BACKEND_PASSES = {
+    "tflite": {"litert::split_wide_conv", "gpu_grid_sample", "litert::gather_v1"},
+    "onnx": {"gpu_grid_sample"},
+    "coreml": {"gpu_grid_sample", "coreml::core_aten", "coreml::contiguous_inputs", "coreml::float_clamp_bounds"},
+}
+
+
+def backend_passes(target: str) -> list[str]:
+    """The names of ``target``'s pipeline at its default grid_sample lowering, in order."""
+    from mirror.compiler.config import DEFAULT_SAMPLING
+    from mirror.compiler.driver import emitter_for
+
+    names = [name for name, _ in emitter_for(target).pipeline(DEFAULT_SAMPLING[target])]
+    assert set(names) == BACKEND_PASSES[target], names
+    return names
 
 
 def _compile(out: Path, monkeypatch, *extra: str) -> int:
@@ -46,13 +63,21 @@ def test_every_target_and_precision_is_reported(compiled):
         assert path.exists(), a["path"]
         assert a["bytes"] > 0 and a["sha256"] == sha256_of(path)
         assert a["graph"] == "flowwarp"
+        # The shared "default" pipeline, then the backend's, in the order they ran.
+        assert a["passes"] == ["drop_aliases", *backend_passes(a["target"])], a["passes"]
 
 
 def test_parity_runners(compiled):
     _, _, report = compiled
     by = {(a["target"], a["precision"]): a for a in report["artifacts"]}
     tfl = by[("tflite", "fp32")]["parity"]
-    assert set(tfl) >= {"litert-cpu"}
+    assert set(tfl) == {"litert-cpu", "litert-gpu"}  # the GPU runner is always reported
+    assert "skipped" not in tfl["litert-cpu"]
+    driver = find_vulkan_driver()
+    if driver.found:
+        assert "skipped" not in tfl["litert-gpu"], tfl["litert-gpu"]
+    else:
+        assert tfl["litert-gpu"] == {"skipped": driver.reason}
     for runner, p in tfl.items():
         if "skipped" in p:
             continue
@@ -62,6 +87,9 @@ def test_parity_runners(compiled):
     for precision in ("fp16", "int8"):
         p = by[("tflite", precision)]["parity"]["litert-cpu"]
         assert p["passed"] and p["psnr_db"] >= (40 if precision == "fp16" else 30)
+        # --gpu-parity fp32 (the default): reduced precisions skip GPU inference, and say why.
+        gpu = by[("tflite", precision)]["parity"]["litert-gpu"]
+        assert set(gpu) == {"skipped"} and gpu["skipped"], gpu
     coreml = by[("coreml", "fp16")]["parity"]
     assert all("macOS" in p.get("skipped", "macOS") for p in coreml.values())
 
@@ -82,7 +110,20 @@ def test_passes_rewrote_grid_sample(compiled):
     records = [r for r in report["passes"] if r["name"] == "gpu_grid_sample"]
     assert records and all(r["changed"] for r in records)
     assert all(r["max_abs_vs_reference"] <= 1e-4 for r in records)
-    assert {r["details"]["lowering"] for r in records} == {"fp16_exact", "flat"}
+    # One record per backend, each with the lowering its target uses.
+    assert sorted((r["pipeline"], r["details"]["lowering"]) for r in records) == [
+        ("coreml", "fp16_exact"), ("onnx", "flat"), ("tflite", "fp16_exact")]
+
+
+def test_pass_records_name_their_pipeline(compiled):
+    _, _, report = compiled
+    by_pipeline: dict[str, list[str]] = {}
+    for r in report["passes"]:
+        assert r["graph"] == "flowwarp"
+        by_pipeline.setdefault(r["pipeline"], []).append(r["name"])
+    assert by_pipeline == {"default": ["drop_aliases"], **{t: backend_passes(t) for t in BACKEND_PASSES}}
+    gather = next(r for r in report["passes"] if r["name"] == "litert::gather_v1")
+    assert gather["changed"] and gather["details"]["litert_gathers"] > 0
 
 
 def test_manifest(compiled):
@@ -98,6 +139,11 @@ def test_second_compile_is_byte_identical(compiled, tmp_path, monkeypatch):
     _, out, report = compiled
     again = tmp_path / "again"
     assert _compile(again, monkeypatch, "--gpu-parity", "none") == 0
-    second = {a["path"]: a["sha256"] for a in json.loads((again / "report.json").read_text())["artifacts"]}
+    artifacts = json.loads((again / "report.json").read_text())["artifacts"]
+    second = {a["path"]: a["sha256"] for a in artifacts}
     differ = [a["path"] for a in report["artifacts"] if second.get(a["path"]) != a["sha256"]]
     assert differ == []
+    # --gpu-parity none: still reported, as skipped, on every LiteRT artifact.
+    for a in artifacts:
+        if a["target"] == "tflite":
+            assert set(a["parity"]["litert-gpu"]) == {"skipped"}, a["parity"]["litert-gpu"]

@@ -21,11 +21,12 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from mirror import MirrorError  # noqa: E402
+from mirror.passes.base import get_pass, run_pipeline  # noqa: E402
+from mirror.passes.contiguous_inputs import contiguous_user_inputs  # noqa: E402
+from mirror.passes.registry import PIPELINES  # noqa: E402
+from mirror.runners.coreml import NOT_RUN_REASON, CoreMLRunner  # noqa: E402
 from mirror.targets.coreml import (  # noqa: E402
-    NOT_RUN_REASON,
     CoreMLEmitter,
-    CoreMLRunner,
-    contiguous_user_inputs,
     coreml_op_dtypes,
     coreml_op_summary,
     coreml_package_info,
@@ -35,6 +36,13 @@ IN, OUT = ["person", "cloth"], ["warped"]
 H, W = 64, 48  # linear gather indices reach 3071 > 2048: not exact in fp16
 
 
+def prepare(program, graph: str, lowering: str = "native"):
+    """The shared pipeline, then the Core ML backend's own: what the emitter expects.
+
+    Returns the program and each pass's record by name."""
+    spec = [*PIPELINES["default"], *CoreMLEmitter().pipeline(lowering)]
+    program, records = run_pipeline(program, spec, graph)
+    return program, {r.name: r for r in records}
 
 
 class Warp(nn.Module):
@@ -69,10 +77,21 @@ def programs(example):
     decomposed.load_state_dict(native.state_dict())
     with torch.no_grad():
         assert (native(*example) - decomposed(*example)).abs().max() < 1e-4
+    # "native": keep F.grid_sample (MIL resample) and the hand-written sampler as they are.
     return {
-        "resample": torch.export.export(native, example),
-        "decomposed": torch.export.export(decomposed, example),
+        "resample": prepare(torch.export.export(native, example), "native")[0],
+        "decomposed": prepare(torch.export.export(decomposed, example), "warp")[0],
     }
+
+
+def test_pipeline_prepares_what_coremltools_needs(programs):
+    """drop_aliases (shared) removes the .detach() alias coremltools 9 rejects; the "native"
+    lowering leaves grid_sample alone."""
+    for program in programs.values():
+        ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+        assert not [op for op in ops if "alias" in op]
+    resample = {str(n.target) for n in programs["resample"].graph.nodes if n.op == "call_function"}
+    assert [op for op in resample if "grid_sampler" in op]  # "native" keeps it for MIL resample
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +184,7 @@ def test_packages_are_byte_identical_across_processes(packages, tmp_path):
         f"""
         import sys, torch
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_coreml_target import Warp, IN, OUT, H, W
+        from test_coreml_target import Warp, IN, OUT, H, W, prepare
         from mirror.targets.coreml import CoreMLEmitter
         g = torch.Generator().manual_seed(0)
         ex = (torch.rand(1, 3, H, W, generator=g) * 2 - 1, torch.rand(1, 3, H, W, generator=g) * 2 - 1)
@@ -173,7 +192,8 @@ def test_packages_are_byte_identical_across_processes(packages, tmp_path):
         m = Warp(decomposed=False).eval()
         d = Warp(decomposed=True).eval()
         d.load_state_dict(m.state_dict())
-        a = CoreMLEmitter().emit(torch.export.export(d, ex), "warp", "int8", {str(tmp_path)!r},
+        program, _ = prepare(torch.export.export(d, ex), "warp")
+        a = CoreMLEmitter().emit(program, "warp", "int8", {str(tmp_path)!r},
                                  example_inputs=ex, input_names=IN, output_names=OUT)
         print(a.info["sha256"])
         """
@@ -231,13 +251,26 @@ def permuted_example():
 
 
 def test_non_contiguous_user_inputs_are_redeclared_contiguous(permuted_example):
-    """torch.export records the example's strides on the placeholder; the emitter's
-    legalization gives it the row-major layout a Core ML input has."""
+    """torch.export records the example's strides on the placeholder; the Core ML pipeline's
+    coreml::contiguous_inputs gives it the row-major layout a Core ML input has."""
     torch.manual_seed(0)
     model = PermutedSampler().eval()
     ep = torch.export.export(model, permuted_example).run_decompositions({})
+
+    def parsing_order(program):
+        ph = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+        return ph["parsing"].meta["val"].dim_order()
+
+    # The registered pass: a relaid copy, the input program untouched.
+    result = get_pass("coreml::contiguous_inputs")(ep)
+    assert result.changed and result.details == {"inputs_made_contiguous": ["parsing"]}
+    assert parsing_order(result.program) == (0, 1, 2, 3)
+    assert parsing_order(ep) == (0, 2, 3, 1)
+    again = get_pass("coreml::contiguous_inputs")(result.program)
+    assert not again.changed and again.details == {"inputs_made_contiguous": []}
+
+    # The in-place helper underneath.
     ph = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
-    assert ph["parsing"].meta["val"].dim_order() == (0, 2, 3, 1)
     assert contiguous_user_inputs(ep) == ["parsing"]
     assert ph["parsing"].meta["val"].dim_order() == (0, 1, 2, 3)
     assert tuple(ph["parsing"].meta["val"].shape) == (1, 7, 32, 24)
@@ -252,26 +285,26 @@ def test_non_contiguous_user_inputs_are_redeclared_contiguous(permuted_example):
 def test_channels_last_input_and_permuted_sampler_convert(permuted_example, tmp_path):
     """Regression: a channels-last example input ("non-contiguous dim order") and the
     gpu_grid_sample decomposition (where(c, x, <scalar>), clamp_max(x, <int>)) used to stop
-    coremltools 9; both samplers now convert in fp16."""
-    from mirror.passes.base import run_pipeline
-    from mirror.passes.registry import PIPELINES
-
+    coremltools 9; both samplers now convert in fp16 after the Core ML pipeline."""
     torch.manual_seed(0)
     model = PermutedSampler().eval()
     ep = torch.export.export(model, permuted_example)
     names, out = ["parsing", "cloth"], ["warped"]
 
-    native = CoreMLEmitter().emit(ep, "native", "fp16", tmp_path, example_inputs=permuted_example,
+    prog, records = prepare(ep, "native", "native")
+    assert records["coreml::contiguous_inputs"].details["inputs_made_contiguous"] == ["parsing"]
+    native = CoreMLEmitter().emit(prog, "native", "fp16", tmp_path, example_inputs=permuted_example,
                                   input_names=names, output_names=out, sampler="resample")
-    assert native.info["inputs_made_contiguous"] == ["parsing"]
     assert native.info["sampler"] == "resample"
 
-    prog, _ = run_pipeline(ep, PIPELINES["default"], "permuted")
-    targets = {str(n.target) for n in prog.run_decompositions({}).graph.nodes if n.op == "call_function"}
+    prog, records = prepare(ep, "permuted", "fp16_exact")
+    assert records["gpu_grid_sample"].changed
+    assert records["coreml::contiguous_inputs"].details["inputs_made_contiguous"] == ["parsing"]
+    assert records["coreml::float_clamp_bounds"].details["bounds_made_float"] > 0
+    targets = {str(n.target) for n in prog.graph.nodes if n.op == "call_function"}
     assert "aten.grid_sampler_2d.default" not in targets
     art = CoreMLEmitter().emit(prog, "permuted", "fp16", tmp_path, example_inputs=permuted_example,
                                input_names=names, output_names=out, sampler="decomposed")
-    assert art.info["inputs_made_contiguous"] == ["parsing"]
     assert art.info["sampler"] == "decomposed" and art.info["fp32_ops"]
     info = coreml_package_info(art.path)
     assert [(i["name"], i["shape"]) for i in info["inputs"]] == [
@@ -287,12 +320,18 @@ class ScalarOperands(nn.Module):
 @pytest.mark.slow
 def test_scalar_where_and_integer_clamp_bounds_convert(tmp_path):
     """aten.where.ScalarOther is unknown to coremltools 9 and its clamp_min/clamp_max assert
-    equal dtypes; the emitter legalizes both."""
+    equal dtypes; the emitter routes the first, coreml::float_clamp_bounds fixes the second."""
     x = (torch.randn(1, 4, 8, 8),)
     ep = torch.export.export(ScalarOperands(), x)
-    targets = {str(n.target) for n in ep.run_decompositions({}).graph.nodes if n.op == "call_function"}
+    prog, records = prepare(ep, "scalars")
+    targets = {str(n.target) for n in prog.graph.nodes if n.op == "call_function"}
     assert "aten.where.ScalarOther" in targets
-    art = CoreMLEmitter().emit(ep, "scalars", "fp32", tmp_path, example_inputs=x,
+    assert records["coreml::float_clamp_bounds"].details == {"bounds_made_float": 2}
+    clamps = [n for n in prog.graph.nodes if n.op == "call_function" and "clamp" in str(n.target)]
+    assert len(clamps) == 2 and all(isinstance(n.args[1], float) for n in clamps)
+    with torch.no_grad():
+        torch.testing.assert_close(prog.module()(*x), ScalarOperands()(*x))
+    art = CoreMLEmitter().emit(prog, "scalars", "fp32", tmp_path, example_inputs=x,
                                input_names=["x"], output_names=["y"])
     ops = art.info["ops"]
     assert ops.get("select") and (ops.get("minimum") or ops.get("clip"))
@@ -303,8 +342,8 @@ def test_runner_is_honest_about_macos_only(tmp_path):
     assert runner.name == "coreml"
     if platform.system() == "Darwin":
         pytest.skip("Core ML prediction may be available here")
-    assert CoreMLRunner.available() is False
-    assert CoreMLRunner.reason().startswith(NOT_RUN_REASON)
+    ok, why = runner.availability()
+    assert ok is False and why.startswith(NOT_RUN_REASON)
     with pytest.raises(MirrorError, match="macOS-only"):
         runner.run({"person": np.zeros((1, 3, 4, 4), np.float32)})
 
@@ -314,6 +353,11 @@ def test_bad_options_are_mirror_errors(tmp_path):
         CoreMLEmitter(sampler="bicubic")
     with pytest.raises(MirrorError, match="deployment target"):
         CoreMLEmitter(minimum_deployment_target="iOS15")
-    with pytest.raises(MirrorError, match="precision"):
+    # An unknown name is refused by mirror.precisions itself; a known recipe Core ML does not
+    # realize by the target, with the names it accepts.
+    with pytest.raises(MirrorError, match="unknown precision 'int4'"):
         CoreMLEmitter().emit(None, "g", "int4", tmp_path, example_inputs=(), input_names=[],
+                             output_names=[])
+    with pytest.raises(MirrorError, match="^Core ML target: no 'int8-full' recipe; use one of .*palettize6"):
+        CoreMLEmitter().emit(None, "g", "int8-full", tmp_path, example_inputs=(), input_names=[],
                              output_names=[])

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from mirror import MirrorError
 from mirror.passes import sampling
 from mirror.passes.base import get_pass
-from mirror.passes.registry import PIPELINES
+from mirror.passes.registry import PIPELINES, lowering_passes
 
 COMBOS = list(itertools.product(["bilinear", "nearest"], ["zeros", "border"], [False, True]))
 GRID_OPS = {"grid_sampler", "grid_sampler_2d"}
@@ -169,13 +169,37 @@ def test_unsupported_calls_are_kept_and_reported():
         get_pass("gpu_grid_sample")(program, lowering="resampler")
 
 
-def test_pass_is_in_the_default_pipeline_after_drop_aliases():
-    names = [name for name, _ in PIPELINES["default"]]
-    assert names.index("gpu_grid_sample") > names.index("drop_aliases")
+def test_pass_runs_in_each_backend_pipeline_not_the_shared_one():
+    """The shared pipelines only clean up; each backend lowers grid_sample its own way
+    (after the shared drop_aliases), or keeps it ("native")."""
+    from mirror.targets.coreml import CoreMLEmitter
+    from mirror.targets.onnx import ONNXEmitter
+    from mirror.targets.tflite import TFLiteEmitter
+
+    assert PIPELINES["default"] == [("drop_aliases", {})]
+    assert [n for n, _ in PIPELINES["divton-warp"]] == ["strip_correlation", "drop_aliases"]
+    for lowering in sampling.LOWERINGS:
+        step = ("gpu_grid_sample", {"lowering": lowering})
+        assert list(lowering_passes(lowering)) == [step]
+        tfl = TFLiteEmitter().pipeline(lowering)
+        names = [n for n, _ in tfl]
+        assert sorted(names) == ["gpu_grid_sample", "litert::gather_v1", "litert::split_wide_conv"]
+        assert step in tfl
+        # gather_v1 comes last: it legalizes the index_selects the lowering emits.
+        assert names[-1] == "litert::gather_v1"
+        assert list(ONNXEmitter().pipeline(lowering)) == [step]
+        cml = CoreMLEmitter().pipeline(lowering)
+        assert cml[0] == step
+        assert [n for n, _ in cml[1:]] == ["coreml::core_aten", "coreml::contiguous_inputs",
+                                           "coreml::float_clamp_bounds"]
+    assert list(lowering_passes("native")) == []
+    assert list(ONNXEmitter().pipeline("native")) == []
+    assert "gpu_grid_sample" not in [n for n, _ in CoreMLEmitter().pipeline("native")]
+    assert "gpu_grid_sample" not in [n for n, _ in TFLiteEmitter().pipeline("native")]
 
 
 def test_legalize_for_litert_turns_index_select_into_tfl_gather():
-    from mirror.targets.tflite_ops import count_litert_gathers, legalize_for_litert
+    from mirror.passes.litert_gather import count_index_selects, count_litert_gathers, legalize_for_litert
 
     args = (torch.randn(1, 3, 12, 10), torch.rand(1, 5, 4, 2) * 2 - 1)
     program = get_pass("gpu_grid_sample")(_export(_Sampler(), args)).program
@@ -183,8 +207,14 @@ def test_legalize_for_litert_turns_index_select_into_tfl_gather():
     assert "index_select" in _op_names(program)  # input untouched
     assert "index_select" not in _op_names(legal)
     assert count_litert_gathers(legal) == len(COMBOS)
+    assert count_index_selects(legal) == 0 and count_index_selects(program) == len(COMBOS)
     with torch.no_grad():
         assert torch.equal(legal.module()(*args), program.module()(*args))
+    # The same rewrite as the LiteRT backend's registered pass.
+    result = get_pass("litert::gather_v1")(program)
+    assert result.changed and result.details["litert_gathers"] == len(COMBOS)
+    assert count_index_selects(result.program) == 0
+    assert "index_select" in _op_names(program)  # input untouched
 
 
 # ----------------------------------------------------------------------------- float16
@@ -251,13 +281,12 @@ def test_fp16_exact_reads_the_right_pixels_in_float16(mode, padding, align):
 
 # ----------------------------------------------------------------------------- LiteRT
 
-_SWIFTSHADER = Path("/usr/lib/chromium/vk_swiftshader_icd.json")
 
 def run_litert(path: Path, inputs: list[np.ndarray], accel: str):
     """Run a stock-converted .tflite (inputs args_0, args_1, ...) in a child process."""
-    from mirror.targets.litert_env import run_litert_child
+    from mirror.runners.litert import run_litert_once
 
-    return run_litert_child(path, accelerator=accel, inputs={f"args_{i}": a for i, a in enumerate(inputs)})
+    return run_litert_once(path, accelerator=accel, inputs={f"args_{i}": a for i, a in enumerate(inputs)})
 
 
 class _Warp(torch.nn.Module):
@@ -282,7 +311,7 @@ def litert_model(tmp_path_factory):
     pytest.importorskip("litert_torch")
     import litert_torch
 
-    from mirror.targets.tflite_ops import legalize_for_litert
+    from mirror.passes.litert_gather import legalize_for_litert
 
     torch.manual_seed(0)
     args = (torch.randn(1, 3, 48, 40), torch.rand(1, 48, 40, 2) * 2.6 - 1.3)
@@ -298,7 +327,8 @@ def litert_model(tmp_path_factory):
 
 @pytest.mark.slow
 def test_litert_model_is_gpu_legal(litert_model):
-    from mirror.targets.gpu_delegate import check_static, read_tflite
+    from mirror.runners.tflite_file import read_tflite
+    from mirror.targets.gpu_delegate import check_static
 
     path, inputs, want = litert_model
     graph = read_tflite(path)
@@ -325,11 +355,11 @@ def test_litert_model_is_gpu_legal(litert_model):
 @pytest.mark.slow
 @pytest.mark.gpu_delegate
 def test_real_gpu_delegate_runs_everything(litert_model):
-    if not _SWIFTSHADER.exists():
-        pytest.skip(
-            f"SwiftShader Vulkan driver missing ({_SWIFTSHADER}); install Debian's chromium "
-            "package to run LiteRT's GPU delegate without a GPU"
-        )
+    from mirror.runners.vulkan import find_vulkan_driver
+
+    driver = find_vulkan_driver()
+    if not driver.found:
+        pytest.skip(f"LiteRT's GPU delegate needs a Vulkan driver: {driver.reason}")
     path, inputs, _ = litert_model
     gpu = run_litert(path, inputs, "gpu")
     cpu = run_litert(path, inputs, "cpu")

@@ -1,8 +1,6 @@
-"""split_wide_conv: exact, and it fixes what LiteRT's GPU delegate gets wrong."""
+"""litert::split_wide_conv: exact, and it fixes what LiteRT's GPU delegate gets wrong."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +8,6 @@ import torch
 from torch import nn
 
 from mirror.passes.base import get_pass
-
-SWIFTSHADER = Path("/usr/lib/chromium/vk_swiftshader_icd.json")
 
 
 class Wide(nn.Module):
@@ -31,7 +27,7 @@ def test_split_is_exact(cin, bias, kernel, chunks):
     model = Wide(cin, 8, bias, kernel).eval()
     x = torch.randn(1, cin, 6, 5)
     program = torch.export.export(model, (x,))
-    result = get_pass("split_wide_conv")(program, max_in_channels=512)
+    result = get_pass("litert::split_wide_conv")(program, max_in_channels=512)
     convs = [n for n in result.program.graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
     assert len(convs) == chunks
     assert result.changed == (chunks > 1)
@@ -39,17 +35,30 @@ def test_split_is_exact(cin, bias, kernel, chunks):
         assert float((result.program.module()(x) - model(x)).abs().max()) <= 1e-5
 
 
+def test_only_the_litert_backend_splits():
+    """The split costs an add per chunk, so only LiteRT's pipeline runs it."""
+    from mirror.passes.registry import PIPELINES
+    from mirror.targets.coreml import CoreMLEmitter
+    from mirror.targets.onnx import ONNXEmitter
+    from mirror.targets.tflite import TFLiteEmitter
+
+    assert ("litert::split_wide_conv", {"max_in_channels": 512}) in TFLiteEmitter().pipeline("fp16_exact")
+    others = [*PIPELINES["default"], *PIPELINES["divton-warp"], *ONNXEmitter().pipeline("flat"),
+              *CoreMLEmitter().pipeline("fp16_exact")]
+    assert not [name for name, _ in others if "split_wide_conv" in name]
+
+
 @pytest.mark.slow
 @pytest.mark.gpu_delegate
 def test_gpu_delegate_needs_the_split(tmp_path):
-    if not SWIFTSHADER.exists():
-        pytest.skip(
-            f"SwiftShader Vulkan driver missing ({SWIFTSHADER}); "
-            "`apt-get install chromium` to run LiteRT's GPU delegate"
-        )
+    from mirror.runners.vulkan import find_vulkan_driver
+
+    driver = find_vulkan_driver()
+    if not driver.found:
+        pytest.skip(f"LiteRT's GPU delegate needs a Vulkan driver: {driver.reason}")
     import litert_torch
 
-    from mirror.targets.litert_env import run_litert_child
+    from mirror.runners.litert import run_litert_once
 
     torch.manual_seed(0)
     model = Wide(1024, 64).eval()
@@ -58,10 +67,10 @@ def test_gpu_delegate_needs_the_split(tmp_path):
         want = model(x).numpy()
     program = torch.export.export(model, (x,))
     errors = {}
-    for name, prog in (("stock", program), ("split", get_pass("split_wide_conv")(program).program)):
+    for name, prog in (("stock", program), ("split", get_pass("litert::split_wide_conv")(program).program)):
         path = tmp_path / f"{name}.tflite"
         litert_torch.convert(prog.module(), (x,)).export(str(path))
-        child = run_litert_child(path, accelerator="gpu", inputs={"args_0": x.numpy()})
+        child = run_litert_once(path, accelerator="gpu", inputs={"args_0": x.numpy()}, driver=driver)
         assert child.ok and child.result["fully_accelerated"], child.error
         errors[name] = float(np.abs(next(iter(child.outputs.values())) - want).max())
     assert errors["split"] <= 1e-4

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mirror.targets.litert_env import SWIFTSHADER_ICD, find_vulkan_driver
+from mirror.runners.vulkan import SWIFTSHADER_ICD, find_vulkan_driver
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +42,8 @@ class StockGridSample(nn.Module):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
+    from mirror.passes.base import run_pipeline
+    from mirror.passes.registry import PIPELINES
     from mirror.targets.tflite import TFLiteEmitter
 
     out = tmp_path_factory.mktemp("gpu")
@@ -50,8 +52,13 @@ def models(tmp_path_factory):
         torch.manual_seed(0)
         m = cls().eval()
         args = (torch.rand(1, 3, 32, 32) * 2 - 1,)
-        art = TFLiteEmitter().emit(
-            torch.export.export(m, args), name, "fp32", out,
+        emitter = TFLiteEmitter()
+        # "native": the LiteRT pipeline without the grid_sample lowering, so the stock
+        # F.grid_sample reaches litert-torch (what the delegate and the rules must refuse).
+        pipeline = [*PIPELINES["default"], *emitter.pipeline("native")]
+        program, _ = run_pipeline(torch.export.export(m, args), pipeline, name)
+        art = emitter.emit(
+            program, name, "fp32", out,
             example_inputs=args, input_names=["image"], output_names=["out"],
         )
         paths[name] = art.path
@@ -111,3 +118,24 @@ def test_real_delegate_and_rules_agree(models):
     assert check_static(models["gridsample"], "webgpu")["ops_on_gpu"] == bad["ops_on_gpu"]
     static_refused = {u["op"] for u in check_static(models["gridsample"], "webgpu")["unsupported"]}
     assert static_refused == refused
+
+
+@pytest.mark.gpu_delegate
+def test_verdict_from_a_runner_reuses_its_load(models):
+    """After a parity run, the GPU runner's own load log gives the verdict: no second child."""
+    _needs_vulkan()
+    import numpy as np
+
+    from mirror.runners.litert import LiteRTGpuRunner
+    from mirror.targets.gpu_delegate import verify_gpu_delegate
+
+    with LiteRTGpuRunner(models["gridsample"]) as runner:
+        runner.run({"image": np.zeros((1, 3, 32, 32), np.float32)})
+        pid = runner._child.process.pid
+        loaded = runner.loaded
+        verdict = verify_gpu_delegate(models["gridsample"], runner=runner)
+        assert runner.loaded is loaded and runner._child.process.pid == pid
+    own = verify_gpu_delegate(models["gridsample"])
+    for key in ("fully_accelerated", "ops_total", "ops_on_gpu", "ops_on_cpu", "partitions"):
+        assert verdict[key] == own[key], key
+    assert not verdict["fully_accelerated"] and {u["op"] for u in verdict["unsupported"]} >= {"GATHER_ND"}

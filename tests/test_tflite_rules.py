@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as fb
 
+from mirror.runners.tflite_file import read_tflite
 from mirror.targets.gpu_delegate import (
     check_static,
     parse_delegate_log,
-    read_tflite,
     verify_gpu_delegate,
 )
 

@@ -13,7 +13,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mirror import MirrorError
-from mirror.targets.litert_env import SWIFTSHADER_ICD, find_vulkan_driver, run_litert_child
+from mirror.runners.base import RunnerError
+from mirror.runners.litert import litert_runner, run_litert_once
+from mirror.runners.vulkan import SWIFTSHADER_ICD, find_vulkan_driver
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +51,8 @@ class TinyTryOn(nn.Module):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
+    from mirror.passes.base import run_pipeline
+    from mirror.passes.registry import PIPELINES
     from mirror.targets.tflite import TFLiteEmitter
 
     torch.manual_seed(0)
@@ -57,10 +61,13 @@ def setup(tmp_path_factory):
     labels = torch.randint(0, 7, (1, 32, 32))
     parsing = F.one_hot(labels, 7).permute(0, 3, 1, 2).float()
     args = (person, parsing)
-    program = torch.export.export(model, args)
+    emitter = TFLiteEmitter()
+    # The emitter takes a program that went through the shared and the LiteRT pipelines.
+    program, _ = run_pipeline(
+        torch.export.export(model, args), [*PIPELINES["default"], *emitter.pipeline("fp16_exact")], "tryon"
+    )
     with torch.no_grad():
         ref = [t.numpy() for t in model(*args)]
-    emitter = TFLiteEmitter()
     out = tmp_path_factory.mktemp("tflite")
     arts = {}
     for precision in ("fp32", "fp16", "int8", "int8-full"):
@@ -89,6 +96,7 @@ def test_fp32_artifact_names_and_layout(setup):
     assert info["layout"] == "NCHW"
     assert info["io_dtypes"] == dict.fromkeys(INPUTS + OUTPUTS, "FLOAT32")
     assert info["sha256"] and info["size_bytes"] == a.path.stat().st_size
+    assert info["legalized"] is True and info["litert_gathers"] == 0  # no index_select to legalize
     # no stray temporary files next to the artifact
     assert sorted(p.name for p in setup["out"].iterdir()) == sorted(
         f"tryon_{p}.tflite" for p in ("fp32", "fp16", "int8", "int8-full")
@@ -96,10 +104,9 @@ def test_fp32_artifact_names_and_layout(setup):
 
 
 def test_cpu_runner_matches_pytorch(setup):
-    from mirror.targets.tflite import LiteRTRunner
-
-    r = LiteRTRunner(setup["arts"]["fp32"].path, "cpu")
+    r = litert_runner(setup["arts"]["fp32"].path, "cpu")
     assert r.name == "litert-cpu"
+    assert r.availability() == (True, "")
     out = r.run(setup["feeds"])
     assert list(out) == OUTPUTS
     for name, ref in zip(OUTPUTS, setup["ref"], strict=True):
@@ -107,11 +114,12 @@ def test_cpu_runner_matches_pytorch(setup):
         assert np.abs(out[name] - ref).max() < 1e-5
     with pytest.raises(MirrorError, match="missing input"):
         r.run({"person": setup["feeds"]["person"]})
+    r.close()
+    with pytest.raises(MirrorError, match="accelerator must be 'cpu' or 'gpu'"):
+        litert_runner(setup["arts"]["fp32"].path, "npu")
 
 
 def test_quantized_sizes_and_parity(setup):
-    from mirror.targets.tflite import LiteRTRunner
-
     arts = setup["arts"]
     fp32 = arts["fp32"].info["size_bytes"]
     assert arts["fp16"].info["size_bytes"] <= 0.51 * fp32
@@ -122,15 +130,14 @@ def test_quantized_sizes_and_parity(setup):
     assert arts["int8-full"].info["calibration_samples"] == 16
     tol = {"fp16": 1e-3, "int8": 1e-2, "int8-full": 5e-2}
     for precision, t in tol.items():
-        out = LiteRTRunner(arts[precision].path, "cpu").run(setup["feeds"])
+        out = litert_runner(arts[precision].path, "cpu").run(setup["feeds"])
         for name, ref in zip(OUTPUTS, setup["ref"], strict=True):
             err = np.abs(out[name] - ref).max()
             assert err < t, (precision, name, err)
 
 
 def test_int8_full_with_given_calibration(setup, tmp_path):
-    from mirror.passes.quantization import calibration_set
-    from mirror.targets.tflite import LiteRTRunner
+    from mirror.targets.calibration import calibration_set
 
     calib = calibration_set(setup["args"], n=4, seed=3, input_names=INPUTS)
     a = setup["emitter"].emit(
@@ -139,7 +146,7 @@ def test_int8_full_with_given_calibration(setup, tmp_path):
         calibration=calib,
     )
     assert a.info["calibration"] == "given" and a.info["calibration_samples"] == 4
-    out = LiteRTRunner(a.path, "cpu").run(setup["feeds"])
+    out = litert_runner(a.path, "cpu").run(setup["feeds"])
     assert np.abs(out["rendered"] - setup["ref"][0]).max() < 0.1
 
 
@@ -167,18 +174,18 @@ def test_crashing_child_becomes_an_error_result(setup, tmp_path):
     # A truncated flatbuffer makes the LiteRT loader segfault; the caller survives.
     bad = tmp_path / "truncated.tflite"
     bad.write_bytes(setup["arts"]["fp32"].path.read_bytes()[:3000])
-    res = run_litert_child(bad, accelerator="cpu", timeout=60)
+    res = run_litert_once(bad, accelerator="cpu", timeout=60)
     assert not res.ok
-    assert res.error
-    if res.returncode < 0:
-        assert "crashed with SIG" in res.error
+    assert res.error and "\n" not in res.error
+    assert res.stage == "load"
+    if res.crashed:
+        assert res.returncode < 0
+        assert "crashed with SIG" in res.error and res.error.endswith("during load")
 
 
 @pytest.mark.gpu_delegate
 def test_gpu_runner_matches_cpu(setup):
     _needs_vulkan()
-    from mirror.targets.tflite import LiteRTRunner
-
     emitter = setup["emitter"]
     runners = emitter.runners(setup["arts"]["fp32"])
     assert [r.name for r in runners] == ["litert-cpu", "litert-gpu"]
@@ -186,21 +193,29 @@ def test_gpu_runner_matches_cpu(setup):
     assert list(gpu) == OUTPUTS
     for name in OUTPUTS:
         assert np.abs(gpu[name] - cpu[name]).max() < 1e-4
-    assert runners[1].last_run["fully_accelerated"] is True
+    assert runners[1].diagnostics()["fully_accelerated"] is True
+    assert runners[1].loaded.ok and runners[1].loaded.result["fully_accelerated"] is True
+    for r in runners:
+        r.close()
     # int8 inputs/outputs are (de)quantized by the runner on the GPU path too
-    out = LiteRTRunner(setup["arts"]["int8-full"].path, "gpu").run(setup["feeds"])
+    with litert_runner(setup["arts"]["int8-full"].path, "gpu") as gpu_int8:
+        out = gpu_int8.run(setup["feeds"])
     assert np.abs(out["rendered"] - setup["ref"][0]).max() < 5e-2
 
 
 @pytest.mark.gpu_delegate
 def test_gpu_runner_crash_is_reported(setup, tmp_path):
     _needs_vulkan()
-    from mirror.targets.tflite import LiteRTRunError, LiteRTRunner
-
     path = tmp_path / "m.tflite"
     path.write_bytes(setup["arts"]["fp32"].path.read_bytes())
-    runner = LiteRTRunner(path, "gpu")
+    runner = litert_runner(path, "gpu")
     path.write_bytes(path.read_bytes()[:3000])  # broken after the runner read its signature
-    with pytest.raises(LiteRTRunError):
+    with pytest.raises(RunnerError) as err:
         runner.run(setup["feeds"])
-    assert runner.last_run["ok"] is False
+    assert "\n" not in str(err.value) and str(err.value).startswith("litert-gpu on m.tflite: ")
+    assert runner.loaded.ok is False and runner.loaded.error in str(err.value)
+    diagnostics = runner.diagnostics()
+    assert diagnostics["ok"] is False and err.value.diagnostics == diagnostics
+    if runner.loaded.crashed:
+        assert diagnostics["crashed"] is True and "crashed with SIG" in str(err.value)
+    runner.close()

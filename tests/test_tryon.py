@@ -20,11 +20,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from mirror.compiler import cli
+from mirror.files import sha256_of
 from mirror.runtime.divton import DivtonRunner, find_artifact
 from mirror.runtime.garment import Garment, edge_mask, load_image, otsu_threshold
 from mirror.runtime.synthetic import Motion, SyntheticClip
 from mirror.runtime.video import load_frames, write_y4m
-from mirror.files import sha256_of
 
 H, W = 256, 192
 GARMENT_RGB = (20, 200, 40)
