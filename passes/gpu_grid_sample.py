@@ -7,9 +7,9 @@ into CPU and GPU partitions. This pass replaces every ``aten.grid_sampler`` /
 ``align_corners``) with the plain-torch sampler of ``passes/sampling.py``. The result
 holds only standard aten ops (pad, permute, reshape, slice, cat, floor, clamp, gt, eq,
 where, arange, index_select with a 1-D int32 index, mul, sum), so the one transformed
-program feeds every target: ONNX and Core ML take it as is, and
-``targets/tflite_ops.legalize_for_litert`` turns each ``index_select`` into a GATHER v1
-for LiteRT. The LiteRT model then holds only PAD, TRANSPOSE, RESHAPE, SLICE,
+program feeds every target: ONNX and Core ML take it as is, and the LiteRT pipeline's
+``litert::gather_v1`` (``passes/litert_gather.py``) turns each ``index_select`` into a
+GATHER v1. The LiteRT model then holds only PAD, TRANSPOSE, RESHAPE, SLICE,
 STRIDED_SLICE, CONCATENATION, ADD, SUB, MUL, SUM, FLOOR, MINIMUM, GREATER, EQUAL,
 SELECT(_V2), CAST and GATHER v1: no tensor of rank >= 5, no GATHER_ND, no
 int32 tensor except the index between CAST and GATHER, and it runs fully on the real

@@ -1,10 +1,10 @@
 """Does a .tflite model run fully on the LiteRT GPU delegate? Ask the real one, else the rules.
 
 ``verify_gpu_delegate(path)`` loads the model with LiteRT's GPU accelerator (WebGPU, on the
-SwiftShader Vulkan driver where there is no GPU) in a child process, reads the delegate's own
-messages ("Following operations are not supported by GPU delegate: ..." and "N operations will
-run on the GPU, and the remaining M operations will run on the CPU") and
-``is_fully_accelerated()``. Where no Vulkan driver is found it falls back to a static rule
+SwiftShader Vulkan driver where there is no GPU) through ``runners/litert.py``'s GPU
+runner, reads the delegate's own messages ("Following operations are not supported by GPU
+delegate: ..." and "N operations will run on the GPU, and the remaining M operations will
+run on the CPU") and ``is_fully_accelerated()``. Where no Vulkan driver is found it falls back to a static rule
 checker over the flatbuffer. The result always says which of the two answered.
 
 The TF/LiteRT GPU-compatibility Analyzer is deliberately not used: it calls rank-5 tensors,

@@ -133,6 +133,7 @@ def test_timeout_kills_the_child_and_says_so(child):
     assert not out.ok
     assert "timed out" in out.error and out.error == "test child timed out after 1 s during nap"
     assert out.stage == "nap" and out.returncode is not None
+    assert out.timed_out and not out.crashed  # killed for the timeout, not a crash of its own
     assert not child.alive
 
 
