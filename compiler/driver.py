@@ -36,7 +36,6 @@ from mirror.compiler.units import CompileUnit, units_for
 from mirror.files import sha256_of, size_of
 from mirror.passes.base import run_pipeline
 from mirror.passes.registry import PIPELINES
-from mirror.targets.base import Artifact
 from mirror.validation.parity import check_runners
 from mirror.validation.reference import TorchReferenceRunner
 from mirror.validation.report import ArtifactEntry, CompileReport, GpuDelegateResult
@@ -200,36 +199,30 @@ def _build_artifact(
         with session.progress.step(f"{label}: validate") as note:
             entry.parity = check_runners(
                 runners, run.feeds, run.want, precision, value_ranges=unit.value_ranges,
-                psnr_output=unit.psnr_output, skip=_skipped_runners(session.config, precision),
+                psnr_output=unit.psnr_output, skip=_skipped_runners(session.config, precision, runners),
             )  # fmt: skip
             note["result"] = ", ".join(f"{r}: {p.brief()}" for r, p in entry.parity.items())
-        if target == "tflite":
-            entry.gpu_delegate = _gpu_check(session, art, runners, label)
+        if emitter.delegate:
+            with session.progress.step(f"{label}: {emitter.delegate} check") as note:
+                entry.gpu_delegate = GpuDelegateResult(emitter.delegate_check(art, runners, session.config.gpu_check))
+                note["result"] = entry.gpu_delegate.brief()
     finally:
         for runner in runners:
             runner.close()
     return entry
 
 
-def _skipped_runners(config: CompileConfig, precision: str) -> dict[str, str]:
-    """LiteRT GPU inference on SwiftShader is slow (a CPU emulates the GPU), so by default
-    only fp32 artifacts run on it; the others are still loaded by the delegate check."""
+def _skipped_runners(config: CompileConfig, precision: str, runners: list[Any]) -> dict[str, str]:
+    """GPU inference here runs on SwiftShader (a CPU emulates the GPU) and is slow, so by
+    default only fp32 artifacts run on GPU runners; the delegate check still loads the others."""
     if config.gpu_parity == "all" or (config.gpu_parity == "fp32" and precision == "fp32"):
         return {}
-    if config.gpu_parity == "none":
-        return {"litert-gpu": "GPU inference is off (--gpu-parity none)"}
-    return {"litert-gpu": f"GPU inference runs for {config.gpu_parity} artifacts only (--gpu-parity all)"}
-
-
-def _gpu_check(session: CompileSession, art: Artifact, runners: list[Any], label: str) -> GpuDelegateResult:
-    from mirror.targets.gpu_delegate import verify_gpu_delegate
-
-    # The GPU runner that ran the parity check already holds the delegate's load log.
-    gpu_runner = next((r for r in runners if r.name == "litert-gpu" and getattr(r, "loaded", None)), None)
-    with session.progress.step(f"{label}: GPU delegate check") as note:
-        result = GpuDelegateResult(verify_gpu_delegate(art.path, mode=session.config.gpu_check, runner=gpu_runner))
-        note["result"] = result.brief()
-    return result
+    why = (
+        "GPU inference is off (--gpu-parity none)"
+        if config.gpu_parity == "none"
+        else f"GPU inference runs for {config.gpu_parity} artifacts only (--gpu-parity all)"
+    )
+    return {r.name: why for r in runners if r.accelerator == "gpu"}
 
 
 def _numpy(unit: CompileUnit, inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:

@@ -6,6 +6,7 @@ and Core ML alike through it:
 
 - ``name``: how reports name it ("pytorch", "onnxruntime", "onnxruntime-ort",
   "litert-cpu", "litert-gpu", "coreml");
+- ``accelerator``: what computes, "cpu", "gpu" or "any" (the OS picks, as Core ML does);
 - ``availability()``: ``(True, "")``, or ``(False, why)`` when it cannot run on this
   machine (no Vulkan driver, not macOS); an unavailable runner is reported as skipped;
 - ``run(feeds)``: the outputs; raises ``RunnerError`` when the backend fails on the
@@ -35,6 +36,7 @@ class RunnerError(MirrorError):
 @runtime_checkable
 class Runner(Protocol):
     name: str
+    accelerator: str
 
     def availability(self) -> tuple[bool, str]: ...
 
@@ -49,6 +51,7 @@ class RunnerBase:
     """Defaults for the optional parts of the protocol: always available, nothing to say."""
 
     name = "runner"
+    accelerator = "cpu"
 
     def availability(self) -> tuple[bool, str]:
         return True, ""

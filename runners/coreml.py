@@ -20,6 +20,7 @@ NOT_RUN_REASON = "not run: Core ML prediction is macOS-only"
 
 class CoreMLRunner(RunnerBase):
     name = "coreml"
+    accelerator = "any"
 
     def __init__(self, path: str | Path, *, compute_units: str = "ALL") -> None:
         self.path = Path(path)

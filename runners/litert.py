@@ -111,6 +111,7 @@ class LiteRTGpuRunner(_LiteRTModel):
     """LiteRT's GPU accelerator (with CPU fallback for refused ops), in a kept child process."""
 
     name = "litert-gpu"
+    accelerator = "gpu"
 
     def __init__(
         self, path: Path | str, *, signature: str | None = None, enforce_f32: bool = False,

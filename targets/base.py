@@ -33,6 +33,7 @@ class Emitter(Protocol):
     """Writes artifacts for one target."""
 
     target: str
+    delegate: str | None  # the GPU delegate ``delegate_check`` asks ("GPU delegate"), None without one
 
     def pipeline(self, lowering: str) -> PipelineSpec:
         """The backend's passes, run after the shared pipeline (``lowering``: grid_sample's)."""
@@ -56,6 +57,20 @@ class Emitter(Protocol):
     def runners(self, artifact: Artifact) -> list[Any]:
         """The runners (``mirror.runners``) that can run ``artifact``."""
         ...
+
+    def delegate_check(self, artifact: Artifact, runners: list[Any], mode: str) -> dict[str, Any] | None:
+        """What the target's GPU delegate says of ``artifact`` (ops it takes, partitions), or
+        None where the target has no such check; ``runners`` are the ones that just ran it."""
+        ...
+
+
+class EmitterBase:
+    """Defaults for the optional parts of the protocol."""
+
+    delegate: str | None = None
+
+    def delegate_check(self, artifact: Artifact, runners: list[Any], mode: str) -> dict[str, Any] | None:
+        return None
 
 
 def describe_artifact(

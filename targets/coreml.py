@@ -69,7 +69,7 @@ from mirror.passes.base import PipelineSpec
 from mirror.passes.registry import lowering_passes
 from mirror.precisions import get_recipe, supported, target_names
 from mirror.runners.coreml import CoreMLRunner
-from mirror.targets.base import Artifact, describe_artifact
+from mirror.targets.base import Artifact, EmitterBase, describe_artifact
 from mirror.targets.index_region import index_region
 
 PALETTIZE_MIN_WEIGHTS = 10_000
@@ -126,7 +126,7 @@ MIL_INDEX_SINKS = frozenset({"gather", "gather_along_axis", "gather_nd", "scatte
 _MANIFEST_NS = uuid.UUID("6f1f6d0e-5a8e-4a47-9a43-6d6972726f72")  # fixed: "mirror" manifest ids
 
 
-class CoreMLEmitter:
+class CoreMLEmitter(EmitterBase):
     """Emits ``<graph>_<precision>.mlpackage``.
 
     Options:

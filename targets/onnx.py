@@ -64,7 +64,7 @@ from mirror.passes.base import PipelineSpec
 from mirror.passes.registry import lowering_passes
 from mirror.precisions import get_recipe, supported, target_names
 from mirror.runners.onnxruntime import ORT_LEVELS, ORT_NP, OnnxRuntimeRunner
-from mirror.targets.base import Artifact, describe_artifact
+from mirror.targets.base import Artifact, EmitterBase, describe_artifact
 from mirror.targets.index_region import index_region
 
 MIN_OPSET = 16  # GridSample entered the default domain in opset 16.
@@ -125,7 +125,7 @@ _ONNX_INDEX_SINKS = {"Gather": (1,), "GatherElements": (1,), "GatherND": (1,)}
 # --------------------------------------------------------------------------------------
 
 
-class ONNXEmitter:
+class ONNXEmitter(EmitterBase):
     """Emits ``<graph>_<precision>.onnx`` and ``<graph>_<precision>.ort``.
 
     Options:

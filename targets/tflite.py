@@ -37,7 +37,7 @@ from mirror.passes.registry import lowering_passes
 from mirror.precisions import get_recipe, supported, target_names
 from mirror.runners.litert import LiteRTCpuRunner, LiteRTGpuRunner
 from mirror.runners.tflite_file import read_tflite
-from mirror.targets.base import Artifact, describe_artifact
+from mirror.targets.base import Artifact, EmitterBase, describe_artifact
 from mirror.targets.calibration import calibration_set
 
 _NO_QUANT = "fp32"
@@ -176,10 +176,11 @@ def _as_numpy_samples(calibration: list[tuple[Any, ...]]) -> list[tuple[np.ndarr
     return [tuple(conv(x) for x in s) for s in calibration]
 
 
-class TFLiteEmitter:
+class TFLiteEmitter(EmitterBase):
     """Writes LiteRT flatbuffers; see the module docstring."""
 
     target = "tflite"
+    delegate = "GPU delegate"
 
     def __init__(
         self,
@@ -254,6 +255,14 @@ class TFLiteEmitter:
     def runners(self, artifact: Artifact) -> list[Any]:
         """The CPU runner and the GPU runner (which says itself when no Vulkan driver is found)."""
         return [LiteRTCpuRunner(artifact.path), LiteRTGpuRunner(artifact.path)]
+
+    def delegate_check(self, artifact: Artifact, runners: list[Any], mode: str) -> dict[str, Any] | None:
+        """The GPU delegate's verdict (``targets/gpu_delegate.py``); a GPU runner that already
+        loaded the artifact lends its load log instead of a second load."""
+        from mirror.targets.gpu_delegate import verify_gpu_delegate
+
+        loaded = next((r for r in runners if isinstance(r, LiteRTGpuRunner) and r.loaded is not None), None)
+        return verify_gpu_delegate(artifact.path, mode=mode, runner=loaded)
 
     def _float_model(
         self, program: Any, example_inputs: tuple[Any, ...], input_names: list[str], output_names: list[str], key: str
