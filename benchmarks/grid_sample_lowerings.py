@@ -159,7 +159,9 @@ def _tensor_bytes(t) -> int:
 
 
 def measure(case: str, lowering: str, reps: int, work: Path) -> dict:
-    import litert_torch
+    from mirror.targets.tflite import quiet_litert_torch
+
+    litert_torch = quiet_litert_torch()
 
     from mirror.passes.litert_gather import legalize_for_litert
     from mirror.runners.tflite_file import read_tflite

@@ -43,7 +43,8 @@ from mirror.targets.calibration import calibration_set
 _NO_QUANT = "fp32"
 
 
-def _quiet_litert_torch() -> Any:
+def quiet_litert_torch() -> Any:
+    """litert_torch, with its progress display off (the CLI's output stays ours)."""
     import litert_torch
 
     try:
@@ -89,7 +90,7 @@ def convert_to_bytes(
     signature_key: str,
 ) -> bytes:
     """Convert an (already legalized) program to a float32 .tflite flatbuffer."""
-    lt = _quiet_litert_torch()
+    lt = quiet_litert_torch()
     if len(example_inputs) != len(input_names):
         raise MirrorError(f"{len(example_inputs)} example inputs but {len(input_names)} input names")
     module = _named_module(program, input_names, output_names)
@@ -321,7 +322,7 @@ def convert_stock(module: Any, example_inputs: tuple[Any, ...], path: Path | str
 
     This is the baseline the compile report sets beside MIRROR's own artifacts.
     """
-    lt = _quiet_litert_torch()
+    lt = quiet_litert_torch()
     edge = lt.convert(module.eval(), tuple(example_inputs))
     path = Path(path)
     with atomic_path(path) as tmp:
