@@ -102,12 +102,17 @@ def program(model, example):
     return prepare(torch.export.export(model, example), "warp")
 
 
+def _calibration():
+    """Eight image-like calibration samples (seeded)."""
+    rng = np.random.default_rng(2)
+    return [tuple(torch.from_numpy(_smooth(rng)) for _ in range(2)) for _ in range(8)]
+
+
 @pytest.fixture(scope="module")
 def emitted(program, example, tmp_path_factory):
     """fp32, fp16, int8 (dynamic) and int8-full (static, calibrated) artifacts of FlowWarp."""
     out = tmp_path_factory.mktemp("onnx")
-    rng = np.random.default_rng(2)
-    calibration = [tuple(torch.from_numpy(_smooth(rng)) for _ in range(2)) for _ in range(8)]
+    calibration = _calibration()
     em = ONNXEmitter()
     arts = {}
     for precision in ("fp32", "fp16", "int8"):
@@ -122,8 +127,7 @@ def emitted(program, example, tmp_path_factory):
 def calibrated(program, example, tmp_path_factory):
     """int8 and int8-static asked for with calibration samples, in a folder of their own."""
     out = tmp_path_factory.mktemp("onnx-calibrated")
-    rng = np.random.default_rng(2)
-    calibration = [tuple(torch.from_numpy(_smooth(rng)) for _ in range(2)) for _ in range(8)]
+    calibration = _calibration()
     em = ONNXEmitter()
     return {
         precision: em.emit(program, "warp", precision, out, example_inputs=example, input_names=IN,
