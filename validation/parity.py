@@ -25,6 +25,8 @@ def psnr_db(got: np.ndarray, want: np.ndarray, value_range: float) -> float:
     mse = float(np.mean((got.astype(np.float64) - want.astype(np.float64)) ** 2))
     if mse == 0.0:
         return math.inf
+    if not math.isfinite(mse):  # NaN or Inf in an output: no signal left
+        return math.nan if math.isnan(mse) else -math.inf
     return 10.0 * math.log10(value_range**2 / mse)
 
 
@@ -37,7 +39,28 @@ def compare_output(got: np.ndarray, want: np.ndarray, value_range: float) -> dic
         "max_abs": float(diff.max()) if diff.size else 0.0,
         "mean_abs": float(diff.mean()) if diff.size else 0.0,
         "psnr_db": psnr_db(got, want, value_range),
+        "nonfinite": int(np.size(got) - np.count_nonzero(np.isfinite(got))),
+        "reference_nonfinite": int(np.size(want) - np.count_nonzero(np.isfinite(want))),
     }
+
+
+def _failures(name: str, figures: dict[str, float], tol: Any, psnr_checked: bool) -> list[str]:
+    """Why one output fails its bound; NaN or Inf anywhere is a failure of its own (a NaN
+    compares false against every bound, so it would otherwise pass)."""
+    out = []
+    if figures["reference_nonfinite"]:
+        out.append(f"{name}: the PyTorch reference has {figures['reference_nonfinite']} NaN/Inf values")
+    if figures["nonfinite"]:
+        out.append(f"{name}: {figures['nonfinite']} NaN/Inf values")
+    if out:
+        return out
+    if tol.max_abs is not None and figures["max_abs"] > tol.max_abs:
+        out.append(f"{name}: max abs {figures['max_abs']:.3g} > {tol.max_abs:g}")
+    if tol.mean_abs is not None and figures["mean_abs"] > tol.mean_abs:
+        out.append(f"{name}: mean abs {figures['mean_abs']:.3g} > {tol.mean_abs:g}")
+    if tol.min_psnr_db is not None and psnr_checked and figures["psnr_db"] < tol.min_psnr_db:
+        out.append(f"{name}: PSNR {figures['psnr_db']:.1f} dB < {tol.min_psnr_db:g} dB")
+    return out
 
 
 def compare(
@@ -59,19 +82,13 @@ def compare(
         for name in want
     }
     tol = tolerance_for(precision)
-    failures = []
-    for name, figures in per_output.items():
-        if tol.max_abs is not None and figures["max_abs"] > tol.max_abs:
-            failures.append(f"{name}: max abs {figures['max_abs']:.3g} > {tol.max_abs:g}")
-        if tol.mean_abs is not None and figures["mean_abs"] > tol.mean_abs:
-            failures.append(f"{name}: mean abs {figures['mean_abs']:.3g} > {tol.mean_abs:g}")
-        if tol.min_psnr_db is not None and (psnr_output in (None, name)) and figures["psnr_db"] < tol.min_psnr_db:
-            failures.append(f"{name}: PSNR {figures['psnr_db']:.1f} dB < {tol.min_psnr_db:g} dB")
+    failures = [f for name, fig in per_output.items() for f in _failures(name, fig, tol, psnr_output in (None, name))]
     headline = per_output[psnr_output] if psnr_output in per_output else None
+    # np.max/np.min keep a NaN (Python's max/min would depend on the order).
     return {
-        "max_abs": max(f["max_abs"] for f in per_output.values()),
-        "mean_abs": max(f["mean_abs"] for f in per_output.values()),
-        "psnr_db": headline["psnr_db"] if headline else min(f["psnr_db"] for f in per_output.values()),
+        "max_abs": float(np.max([f["max_abs"] for f in per_output.values()])),
+        "mean_abs": float(np.max([f["mean_abs"] for f in per_output.values()])),
+        "psnr_db": headline["psnr_db"] if headline else float(np.min([f["psnr_db"] for f in per_output.values()])),
         "passed": not failures,
         "failures": failures,
         "outputs": per_output,
