@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "mirror.compiler.cmd_doctor",
     "preview": "mirror.compiler.cmd_preview",
     "tryon": "mirror.compiler.cmd_tryon",
+    "validate": "mirror.compiler.cmd_validate",
 }
 
 _HELP: dict[str, str] = {
@@ -28,6 +29,7 @@ _HELP: dict[str, str] = {
     "doctor": "report package versions and whether the LiteRT GPU accelerator works here",
     "preview": "run VITOFF Preview on a video and write its context store",
     "tryon": "run the Runtime phase: put a garment on a previewed video",
+    "validate": "rerun parity for a build's artifacts, or for one model file, on fresh or given inputs",
 }
 
 

@@ -12,7 +12,7 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _checkpoints(values: list[str] | None) -> dict[str, str] | None:
+def parse_checkpoints(values: list[str] | None) -> dict[str, str] | None:
     if not values:
         return None
     from mirror import MirrorError
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _quiet_converters() -> None:
+def quiet_converters() -> None:
     """Keep the terminal for MIRROR's progress: the converters' deprecation chatter and
     info logs say nothing the report does not (errors still surface)."""
     import logging
@@ -86,7 +86,7 @@ def _quiet_converters() -> None:
 def run(args: argparse.Namespace) -> int:
     from mirror.compiler.config import load_config
 
-    _quiet_converters()
+    quiet_converters()
     from mirror.compiler.driver import compile_all
     from mirror.compiler.progress import Progress
 
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         graphs=args.graphs,
         targets=args.targets,
         precisions=args.precisions,
-        checkpoints=_checkpoints(args.checkpoint),
+        checkpoints=parse_checkpoints(args.checkpoint),
         seed=args.seed,
         model=args.model,
         baseline=args.baseline,

@@ -100,7 +100,8 @@ def _compile(config: CompileConfig, staging: Path, progress: Progress) -> Compil
     t_start = time.perf_counter()
     report = CompileReport(
         config={"targets": config.targets, "precisions": config.precisions, "seed": config.seed,
-                "gpu_check": config.gpu_check},  # fmt: skip
+                "gpu_check": config.gpu_check, "model": config.model,
+                "graph_configs": [_graph_config_json(g) for g in config.graphs]},  # fmt: skip
         mirror=__version__,
     )
     session = CompileSession(config, staging, progress, report, {t: emitter_for(t) for t in config.targets})
@@ -223,6 +224,12 @@ def _skipped_runners(config: CompileConfig, precision: str, runners: list[Any]) 
         else f"GPU inference runs for {config.gpu_parity} artifacts only (--gpu-parity all)"
     )
     return {r.name: why for r in runners if r.accelerator == "gpu"}
+
+
+def _graph_config_json(g: Any) -> dict[str, Any]:
+    """A graph's settings as the report keeps them (``mirror validate`` rebuilds its reference from them)."""
+    return {"name": g.name, "checkpoint": str(Path(g.checkpoint).resolve()) if g.checkpoint else None,
+            "size": list(g.size) if g.size else None, "options": dict(g.options), "pipeline": g.pipeline}  # fmt: skip
 
 
 def _numpy(unit: CompileUnit, inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:

@@ -145,12 +145,9 @@ class CompileReport:
     mirror: str = ""
 
     def summary(self) -> dict[str, Any]:
-        built = [a for a in self.artifacts if a.error is None]
-        failed = [f for a in built for f in a.failed_checks()]
-        checks = sum(1 for a in built for p in a.parity.values() if p.skipped is None)
-        emit_failed = [f"{a.graph}/{a.target}/{a.precision}: {a.error}" for a in self.artifacts if a.error is not None]
-        return {"artifacts": len(built), "parity_checks": checks, "parity_failed": failed,
-                "passed": not failed and not emit_failed, "emit_failed": emit_failed,
+        counts = parity_summary(self.artifacts)
+        emit_failed = counts.pop("errors")
+        return {**counts, "passed": counts["passed"] and not emit_failed, "emit_failed": emit_failed,
                 "seconds": round(self.seconds, 1), "not_built": self.not_built}  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -183,6 +180,36 @@ class CompileReport:
         data = self.to_json()
         write_json(out / "report.json", data)
         return data
+
+
+@dataclass
+class ValidateReport:
+    """``mirror validate``: parity of existing artifacts on fresh or given inputs."""
+
+    inputs: str  # where the inputs came from ("random, seed 3000" or the .npz path)
+    artifacts: list[ArtifactEntry] = field(default_factory=list)
+    seconds: float = 0.0
+    mirror: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        counts = parity_summary(self.artifacts)
+        errors = counts.pop("errors")
+        return {**counts, "passed": counts["passed"] and not errors, "errors": errors,
+                "seconds": round(self.seconds, 1)}  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": REPORT_VERSION, "mirror": self.mirror, "inputs": self.inputs,
+                "artifacts": [a.to_json() for a in self.artifacts], "summary": self.summary()}  # fmt: skip
+
+
+def parity_summary(artifacts: list[ArtifactEntry]) -> dict[str, Any]:
+    """Counts of artifacts and parity checks, the failed checks, and the artifacts in error."""
+    ok = [a for a in artifacts if a.error is None]
+    failed = [f for a in ok for f in a.failed_checks()]
+    checks = sum(1 for a in ok for p in a.parity.values() if p.skipped is None)
+    errors = [f"{a.graph}/{a.target}/{a.precision}: {a.error}" for a in artifacts if a.error is not None]
+    return {"artifacts": len(ok), "parity_checks": checks, "parity_failed": failed, "passed": not failed,
+            "errors": errors}  # fmt: skip
 
 
 def determinism(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
