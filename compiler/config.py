@@ -10,6 +10,7 @@ Example ``mirror.toml``::
     baseline = true                       # also convert with stock litert-torch, for comparison
     gpu_check = "auto"                    # real LiteRT GPU delegate if a Vulkan driver is found, else static rules
     gpu_parity = "fp32"                   # artifacts that also run inference on the GPU delegate: fp32, all, none
+    allow_cpu_fallback = false            # a LiteRT artifact with ops left on the CPU fails the compile
 
     [sampling]                            # grid_sample lowering per target (see DEFAULT_SAMPLING)
     coreml = "native"                     # keep grid_sample: coremltools maps it to MIL resample
@@ -69,6 +70,7 @@ class CompileConfig:
     baseline: bool = True
     gpu_check: str = "auto"  # "auto": real delegate when a Vulkan driver is found, "static" otherwise
     gpu_parity: str = "fp32"  # which artifacts run inference on the LiteRT GPU: fp32, all, none
+    allow_cpu_fallback: bool = False  # True: ops left on the CPU by the GPU delegate do not fail the compile
     sampling: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SAMPLING))
     model: str | None = None  # "package.module:factory" for a user model
 
@@ -100,7 +102,7 @@ def _graph_config(name: str, table: dict[str, Any]) -> GraphConfig:
 
 
 _KNOWN_KEYS = ("out", "graphs", "targets", "precisions", "seed", "baseline", "gpu_check", "gpu_parity", "graph",
-               "model", "sampling")  # fmt: skip
+               "model", "sampling", "allow_cpu_fallback")  # fmt: skip
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> CompileConfig:
@@ -124,9 +126,18 @@ def load_config(path: Path | None = None, **overrides: Any) -> CompileConfig:
         baseline=bool(data.get("baseline", True)),
         gpu_check=gpu_check,
         gpu_parity=gpu_parity,
+        allow_cpu_fallback=_flag(data, "allow_cpu_fallback", False),
         sampling=_sampling(data),
         model=data.get("model"),
     )
+
+
+def _flag(data: dict[str, Any], key: str, default: bool) -> bool:
+    """A true/false setting; a string such as "false" is refused rather than read as true."""
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise MirrorError(f"{key} must be true or false; got {value!r}")
+    return value
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -100,9 +100,10 @@ def _compile(config: CompileConfig, staging: Path, progress: Progress) -> Compil
     t_start = time.perf_counter()
     report = CompileReport(
         config={"targets": config.targets, "precisions": config.precisions, "seed": config.seed,
-                "gpu_check": config.gpu_check, "model": config.model,
+                "gpu_check": config.gpu_check, "allow_cpu_fallback": config.allow_cpu_fallback, "model": config.model,
                 "graph_configs": [_graph_config_json(g) for g in config.graphs]},  # fmt: skip
         mirror=__version__,
+        allow_cpu_fallback=config.allow_cpu_fallback,
     )
     session = CompileSession(config, staging, progress, report, {t: emitter_for(t) for t in config.targets})
     units = units_for(config)
@@ -207,6 +208,8 @@ def _build_artifact(
             with session.progress.step(f"{label}: {emitter.delegate} check") as note:
                 entry.gpu_delegate = GpuDelegateResult(emitter.delegate_check(art, runners, session.config.gpu_check))
                 note["result"] = entry.gpu_delegate.brief()
+            for line in entry.gpu_delegate.refusals():
+                session.progress.log(f"{label}: on the CPU: {line}")
     finally:
         for runner in runners:
             runner.close()

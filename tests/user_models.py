@@ -34,3 +34,25 @@ def flow_warp():
     model = FlowWarp().eval()
     example = (torch.rand(1, 3, 32, 24) * 2 - 1, torch.rand(1, 3, 32, 24) * 2 - 1)
     return model, example, ["source", "target"], ["warped", "offsets"]
+
+
+class ExpandHead(nn.Module):
+    """Concatenates features with their channel mean expanded over the channels, the way
+    attention and pooling code often writes it: ``expand`` lowers to BROADCAST_TO, which
+    LiteRT's GPU delegate refuses, so part of the model stays on the CPU."""
+
+    mirror_name = "expandhead"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        f = self.conv(image)
+        pooled = f.mean(dim=(2, 3), keepdim=True).expand(-1, -1, f.shape[2], f.shape[3])
+        return torch.cat([f, pooled], dim=1)
+
+
+def expand_head():
+    torch.manual_seed(0)
+    return ExpandHead().eval(), (torch.rand(1, 3, 16, 12) * 2 - 1,), ["image"], ["features"]

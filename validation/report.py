@@ -69,6 +69,21 @@ class GpuDelegateResult:
         f = self.figures
         return f"{f['ops_on_gpu']}/{f['ops_total']} ops on GPU, {f['partitions']} partition(s), {f['verified_on']}"
 
+    @property
+    def fully_on_gpu(self) -> bool:
+        return bool(self.figures.get("fully_accelerated"))
+
+    def refusals(self) -> list[str]:
+        """One line per refused op kind: count, op and the delegate's reason."""
+        return [f"{u.get('count', 1)} x {u['op']}: {u['reason']}" for u in self.figures.get("unsupported", [])]
+
+    def fallback(self) -> str:
+        """Where the model leaves the GPU, in one line."""
+        f = self.figures
+        why = "; ".join(self.refusals()) or f.get("error") or "the delegate did not take the whole graph"
+        off = f["ops_total"] - f["ops_on_gpu"]
+        return f"{off} of {f['ops_total']} ops off the GPU, {f['partitions']} GPU partition(s): {why}"
+
 
 @dataclass
 class ArtifactEntry:
@@ -143,12 +158,16 @@ class CompileReport:
     not_built: list[str] = field(default_factory=list)
     seconds: float = 0.0
     mirror: str = ""
+    allow_cpu_fallback: bool = False  # else an artifact not fully on its GPU delegate fails the compile
 
     def summary(self) -> dict[str, Any]:
         counts = parity_summary(self.artifacts)
         emit_failed = counts.pop("errors")
-        return {**counts, "passed": counts["passed"] and not emit_failed, "emit_failed": emit_failed,
-                "seconds": round(self.seconds, 1), "not_built": self.not_built}  # fmt: skip
+        off_gpu = [f"{a.graph}/{a.target}/{a.precision}: {a.gpu_delegate.fallback()}" for a in self.artifacts
+                   if a.gpu_delegate is not None and not a.gpu_delegate.fully_on_gpu]  # fmt: skip
+        passed = counts["passed"] and not emit_failed and (self.allow_cpu_fallback or not off_gpu)
+        return {**counts, "passed": passed, "emit_failed": emit_failed, "seconds": round(self.seconds, 1),
+                "not_built": self.not_built, "not_fully_on_gpu": off_gpu}  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         artifacts = [a.to_json() for a in self.artifacts]
