@@ -11,6 +11,7 @@ from __future__ import annotations
 
 # Built-in passes register themselves on import.
 from mirror.passes import (  # noqa: F401
+    broadcast_as_gather,
     cleanup,
     contiguous_inputs,
     core_aten,

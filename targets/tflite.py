@@ -2,11 +2,12 @@
 
 ``TFLiteEmitter.emit`` writes ``<out_dir>/<graph>_<precision>.tflite``:
 
-- The program has been through the LiteRT backend pipeline (``pipeline``): wide
-  convolutions split, ``grid_sample`` lowered, ``index_select`` legalized to ``tfl.gather``
-  = GATHER v1. It is converted with ``litert_torch`` through a thin wrapper, so that the
-  flatbuffer carries one signature whose key is the graph name and whose inputs and outputs carry the given names
-  (``person``, ``parsing``, ... / ``warped_cloth``, ...). litert-torch names the underlying
+- The program has been through the LiteRT backend pipeline (``pipeline``): ``grid_sample``
+  lowered, wide convolutions split, broadcasts (``expand``) written as gathers,
+  ``index_select`` legalized to ``tfl.gather`` = GATHER v1. It is converted with
+  ``litert_torch`` through a thin wrapper, so that the flatbuffer carries one signature whose
+  key is the graph name and whose inputs and outputs carry the given names (``person``,
+  ``parsing``, ... / ``warped_cloth``, ...). litert-torch names the underlying
   tensors ``<key>_<input>`` and ``<key>_<output>_output``; apps should address them through
   the signature. Layout stays NCHW, as in PyTorch (litert-torch inserts the transposes).
 - The precision recipes of ``mirror/precisions.py`` are realized with ai-edge-quantizer
@@ -204,6 +205,7 @@ class TFLiteEmitter(EmitterBase):
         return [
             *lowering_passes(lowering),  # first, so it is shared with a Core ML pipeline of the same lowering
             ("litert::split_wide_conv", {"max_in_channels": 512}),
+            ("litert::broadcast_as_gather", {}),
             ("litert::gather_v1", {}),
         ]
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
 # The passes each backend's pipeline must hold for this model (a grid_sample to lower).
 BACKEND_PASSES = {
-    "tflite": {"litert::split_wide_conv", "gpu_grid_sample", "litert::gather_v1"},
+    "tflite": {"litert::split_wide_conv", "gpu_grid_sample", "litert::broadcast_as_gather", "litert::gather_v1"},
     "onnx": {"gpu_grid_sample"},
     "coreml": {"gpu_grid_sample", "coreml::core_aten", "coreml::contiguous_inputs", "coreml::float_clamp_bounds"},
 }

@@ -19,7 +19,7 @@ TESTS = Path(__file__).resolve().parent
 
 def _compile(out: Path, monkeypatch, *extra: str) -> int:
     monkeypatch.syspath_prepend(str(TESTS))
-    return cli.main(["compile", "--model", "user_models:expand_head", "--out", str(out), "--no-baseline",
+    return cli.main(["compile", "--model", "user_models:gather_head", "--out", str(out), "--no-baseline",
                      "--targets", "tflite", "--precisions", "fp32", *extra])
 
 
@@ -28,10 +28,10 @@ def test_cpu_fallback_fails_the_compile_and_names_the_op(tmp_path, monkeypatch, 
     summary = json.loads((tmp_path / "report.json").read_text())["summary"]
     assert not summary["passed"] and not summary["parity_failed"]  # right, but not on the GPU
     [line] = summary["not_fully_on_gpu"]
-    assert line.startswith("expandhead/tflite/fp32: ") and "1 x BROADCAST_TO" in line
+    assert line.startswith("gatherhead/tflite/fp32: ") and "1 x GATHER_ND" in line
     err = capsys.readouterr().err
-    assert "expandhead: tflite fp32: on the CPU: 1 x BROADCAST_TO" in err
-    assert "NOT FULLY ON GPU expandhead/tflite/fp32" in err and "not fully on the GPU" in err
+    assert "gatherhead: tflite fp32: on the CPU: 1 x GATHER_ND" in err
+    assert "NOT FULLY ON GPU gatherhead/tflite/fp32" in err and "not fully on the GPU" in err
 
 
 def test_allow_cpu_fallback(tmp_path, monkeypatch, capsys):

@@ -183,7 +183,9 @@ def test_pass_runs_in_each_backend_pipeline_not_the_shared_one():
         assert list(lowering_passes(lowering)) == [step]
         tfl = TFLiteEmitter().pipeline(lowering)
         names = [n for n, _ in tfl]
-        assert sorted(names) == ["gpu_grid_sample", "litert::gather_v1", "litert::split_wide_conv"]
+        assert sorted(names) == [
+            "gpu_grid_sample", "litert::broadcast_as_gather", "litert::gather_v1", "litert::split_wide_conv"
+        ]
         assert step in tfl
         # gather_v1 comes last: it legalizes the index_selects the lowering emits.
         assert names[-1] == "litert::gather_v1"

@@ -56,3 +56,24 @@ class ExpandHead(nn.Module):
 def expand_head():
     torch.manual_seed(0)
     return ExpandHead().eval(), (torch.rand(1, 3, 16, 12) * 2 - 1,), ["image"], ["features"]
+
+
+class GatherHead(nn.Module):
+    """Reorders channels per pixel with ``torch.gather`` and a fixed index map, as some
+    attention and permutation code does: litert-torch lowers it to GATHER_ND, which LiteRT's
+    GPU delegate refuses, so part of the model stays on the CPU."""
+
+    mirror_name = "gatherhead"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.register_buffer("order", torch.tensor([3, 1, 2, 0]).view(1, 4, 1, 1).repeat(1, 1, 16, 12))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.gather(self.conv(image), 1, self.order)
+
+
+def gather_head():
+    torch.manual_seed(0)
+    return GatherHead().eval(), (torch.rand(1, 3, 16, 12) * 2 - 1,), ["image"], ["reordered"]
