@@ -89,8 +89,13 @@ def _graph_config(name: str, table: dict[str, Any]) -> GraphConfig:
     if unknown:
         raise MirrorError(f"[graph.{name}] has unknown keys {sorted(unknown)}; use checkpoint, size, options, pipeline")
     size = table.get("size")
-    if size is not None and (len(size) != 2 or any(int(s) % 32 for s in size)):
+    if size is not None and (
+        not isinstance(size, list) or len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)
+        or any(v % 32 for v in size)
+    ):  # fmt: skip
         raise MirrorError(f"[graph.{name}] size must be [H, W], both multiples of 32; got {size}")
+    if not isinstance(table.get("options", {}), dict):
+        raise MirrorError(f"[graph.{name}] options must be a table, e.g. options = {{ align_corners = false }}")
     checkpoint = table.get("checkpoint")
     return GraphConfig(
         name=name,
@@ -118,18 +123,51 @@ def load_config(path: Path | None = None, **overrides: Any) -> CompileConfig:
     if gpu_parity not in ("fp32", "all", "none"):
         raise MirrorError(f"gpu_parity must be fp32, all or none; got {gpu_parity!r}")
     return CompileConfig(
-        out=Path(data.get("out", "build")),
+        out=_out(data),
         graphs=_graphs(data),
-        targets=_check_choice("target", list(data.get("targets", TARGETS)), TARGETS),
-        precisions=_check_choice("precision", list(data.get("precisions", DEFAULT_PRECISIONS)), PRECISIONS),
-        seed=int(data.get("seed", 0)),
-        baseline=bool(data.get("baseline", True)),
+        targets=_check_choice("target", _names(data, "targets", TARGETS), TARGETS),
+        precisions=_check_choice("precision", _names(data, "precisions", DEFAULT_PRECISIONS), PRECISIONS),
+        seed=_seed(data),
+        baseline=_flag(data, "baseline", True),
         gpu_check=gpu_check,
         gpu_parity=gpu_parity,
         allow_cpu_fallback=_flag(data, "allow_cpu_fallback", False),
         sampling=_sampling(data),
-        model=data.get("model"),
+        model=_model(data),
     )
+
+
+def _names(data: dict[str, Any], key: str, default: tuple[str, ...]) -> list[str]:
+    """A list of names; a bare string (``graphs = "gen"``) is refused rather than read letter by letter."""
+    value = data.get(key, default)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        example = ", ".join(f'"{d}"' for d in default[:2])
+        raise MirrorError(f"{key} must be a list of names, e.g. {key} = [{example}]; got {value!r}")
+    return list(value)
+
+
+def _seed(data: dict[str, Any]) -> int:
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise MirrorError(f"seed must be a whole number >= 0; got {seed!r}")
+    return seed
+
+
+def _out(data: dict[str, Any]) -> Path:
+    out = data.get("out", "build")
+    if not isinstance(out, (str, Path)) or not str(out):
+        raise MirrorError(f"out must be a folder path; got {out!r}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MirrorError(f"--out {out} is a file; name a folder for the build (it is created if missing)")
+    return out
+
+
+def _model(data: dict[str, Any]) -> str | None:
+    model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        raise MirrorError(f"model must be 'package.module:factory'; got {model!r}")
+    return model
 
 
 def _flag(data: dict[str, Any], key: str, default: bool) -> bool:
@@ -145,6 +183,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
         data = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise MirrorError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise MirrorError(f"config file {path} is a folder; give the .toml file") from None
+    except UnicodeDecodeError:
+        raise MirrorError(f"config file {path} is not text; give a TOML file") from None
+    except OSError as exc:
+        raise MirrorError(f"config file {path} cannot be read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise MirrorError(f"config file {path} is not valid TOML: {exc}") from None
     unknown = set(data) - set(_KNOWN_KEYS)
@@ -156,10 +200,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _graphs(data: dict[str, Any]) -> list[GraphConfig]:
     """The graphs to compile, each with its ``[graph.NAME]`` table and --checkpoint."""
     tables = data.get("graph", {})
-    names = data.get("graphs") or (["warp", "gen"] if not data.get("model") else [])
-    if not data.get("model"):
-        names = _check_choice("graph", list(names), KNOWN_GRAPHS)
+    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+        raise MirrorError("graph settings go in tables: [graph.warp], [graph.gen], [graph.parser]")
+    unknown = sorted(set(tables) - set(KNOWN_GRAPHS))
+    if unknown:
+        raise MirrorError(f"[graph.{unknown[0]}] is not a graph; graph tables: {', '.join(KNOWN_GRAPHS)}")
     checkpoints = data.get("checkpoints") or {}
+    if data.get("model"):
+        if checkpoints or "graphs" in data:
+            raise MirrorError("--graphs and --checkpoint are for the built-in graphs; --model brings its own weights")
+        return []
+    names = _check_choice("graph", _names(data, "graphs", ("warp", "gen")), KNOWN_GRAPHS)
+    _check_checkpoints(checkpoints, names)
     graphs = []
     for name in names:
         table = dict(tables.get(name, {}))
@@ -167,6 +219,15 @@ def _graphs(data: dict[str, Any]) -> list[GraphConfig]:
             table["checkpoint"] = checkpoints[name]
         graphs.append(_graph_config(name, table))
     return graphs
+
+
+def _check_checkpoints(checkpoints: dict[str, str], names: list[str]) -> None:
+    """Every --checkpoint names a graph that this compile builds (a typo would ship seeded weights)."""
+    for graph in checkpoints:
+        if graph not in KNOWN_GRAPHS:
+            raise MirrorError(f"--checkpoint {graph}=...: unknown graph {graph!r}; graphs: {', '.join(KNOWN_GRAPHS)}")
+        if graph not in names:
+            raise MirrorError(f"--checkpoint {graph}=... but {graph} is not compiled (graphs: {', '.join(names)})")
 
 
 def _sampling(data: dict[str, Any]) -> dict[str, str]:

@@ -54,6 +54,17 @@ def test_precision_names_are_the_recipes_and_their_aliases():
         ("[graph.warp]\nsize = [250, 190]", "multiples of 32"),
         ("[graph.warp]\nweights = 'x'", "unknown keys \\['weights'\\]"),
         ("graphs = [", "not valid TOML"),
+        # Typos and wrong types that would otherwise compile something else with exit 0.
+        ("[graph.wrap]\nsize = [256, 192]", "\\[graph.wrap\\] is not a graph"),
+        ('baseline = "false"', "baseline must be true or false; got 'false'"),
+        ('graphs = "gen"', "graphs must be a list of names"),
+        ('precisions = "fp16"', "precisions must be a list of names"),
+        ("graphs = []", "no graphs selected"),
+        ('seed = "zero"', "seed must be a whole number >= 0; got 'zero'"),
+        ("seed = -1", "seed must be a whole number"),
+        ("[graph.warp]\nsize = 256", "size must be \\[H, W\\]"),
+        ("graph = 3", "graph settings go in tables"),
+        ("[graph.warp]\noptions = 'fast'", "options must be a table"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path, text, match):
@@ -97,3 +108,36 @@ def test_cli_bad_model_reference(capsys):
     assert code == 1 and "cannot import 'no_such_package.models'" in err
     code, err = run_cli(capsys, "compile", "--model", "just_a_name")
     assert code == 1 and "package.module:factory" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--checkpoint", "foo=gen.pth"], "unknown graph 'foo'"),
+        (["--graphs", "gen", "--checkpoint", "warp=w.pth"], "warp is not compiled (graphs: gen)"),
+        (["--graphs", ""], "no graphs selected"),
+        (["--targets", ""], "no targets selected"),
+        (["--model", "user_models:flow_warp", "--checkpoint", "gen=g.pth"], "--model brings its own weights"),
+    ],
+)
+def test_cli_selections_that_would_be_ignored_are_errors(capsys, tmp_path, argv, message):
+    out = tmp_path / "b"
+    code, err = run_cli(capsys, "compile", "--out", str(out), *argv)
+    assert code == 1 and message in err and err.count("\n") == 1, err
+    assert not out.exists()  # stopped before building anything
+
+
+def test_cli_out_naming_a_file(capsys, tmp_path):
+    f = tmp_path / "build"
+    f.write_text("not a folder")
+    code, err = run_cli(capsys, "compile", "--out", str(f))
+    assert code == 1 and "is a file; name a folder" in err
+
+
+def test_cli_config_that_is_a_folder_or_binary(capsys, tmp_path):
+    code, err = run_cli(capsys, "compile", "--config", str(tmp_path))
+    assert code == 1 and "is a folder" in err
+    binary = tmp_path / "mirror.toml"
+    binary.write_bytes(bytes(range(256)))
+    code, err = run_cli(capsys, "compile", "--config", str(binary))
+    assert code == 1 and "is not text" in err
