@@ -77,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     x, y, w, h = roi_src
     if x >= w_src or y >= h_src or x + w <= 0 or y + h <= 0:
         raise MirrorError(f"--roi {args.roi} lies outside the {w_src}x{h_src} video")
+    if x < 0 or y < 0 or x + w > w_src or y + h > h_src:
+        x0, y0 = max(x, 0), max(y, 0)
+        fit = f"{x0},{y0},{min(x + w, w_src) - x0},{min(y + h, h_src) - y0}"
+        raise MirrorError(f"--roi {args.roi} reaches past the {w_src}x{h_src} video; the part inside it is {fit}")
     frames, place = load_frames(args.video)
     t_src = len(frames)
     decode_ms = (time.perf_counter() - t0) * 1e3

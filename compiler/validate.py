@@ -61,10 +61,14 @@ def build_subjects(build: Path, checkpoints: dict[str, str] | None = None) -> tu
         seed = int(config.get("seed", 0))
     except (KeyError, TypeError, ValueError) as exc:
         raise MirrorError(f"{build} is not a MIRROR build (its report lacks {exc}); run `mirror compile`") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "path" in e for e in entries):
+        raise MirrorError(f"{build}/manifest.json is damaged (artifacts is not a list of entries); recompile")
     units: dict[str, CompileUnit] = {}
     subjects = []
     for e in entries:
         graph = e["graph"]
+        if not (build / str(e["path"])).resolve().is_relative_to(build.resolve()):
+            raise MirrorError(f"{build}/manifest.json points outside the build ({e['path']}); rerun `mirror compile`")
         if graph not in units:
             units[graph] = _build_unit(graph, config, seed, checkpoints or {})
         info = infos.get((graph, e["target"], e["precision"]), {})

@@ -42,13 +42,18 @@ def find_artifact(build: Path, graph: str, target: str, precision: str) -> Path:
         entries = json.loads(manifest_path.read_text())["artifacts"]
     except (ValueError, KeyError, TypeError) as exc:
         raise MirrorError(f"{manifest_path} is not a MIRROR build manifest ({exc})") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise MirrorError(f"{manifest_path} is damaged (artifacts is not a list of entries); rerun `mirror compile`")
     match = [e for e in entries if (e.get("graph"), e.get("target"), e.get("precision")) == (graph, target, precision)]
     if not match:
         have = sorted({f"{e.get('target')}/{e.get('precision')}" for e in entries if e.get("graph") == graph})
         raise MirrorError(
             f"{build} has no {graph} artifact for {target}/{precision}; it has {', '.join(have) or 'none'}"
         )
-    path = build / match[0]["path"]
+    path = build / str(match[0].get("path"))
+    if not path.resolve().is_relative_to(build.resolve()):
+        where = match[0].get("path")
+        raise MirrorError(f"{manifest_path} points {graph} outside the build ({where}); rerun `mirror compile`")
     if not path.exists():
         raise MirrorError(f"{path} is listed in the manifest but missing; rerun `mirror compile`")
     if sha256_of(path) != match[0]["sha256"]:

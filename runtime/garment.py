@@ -47,6 +47,20 @@ def load_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3])
 
 
+def _load_mask_array(path: str | Path) -> np.ndarray:
+    """A garment mask from .npy: [H,W] or [H,W,C] numbers, never pickled objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise MirrorError(f"edge mask {path} does not exist")
+    try:
+        m = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise MirrorError(f"{path} is not a numpy array file ({exc})") from None
+    if m.ndim not in (2, 3) or not (np.issubdtype(m.dtype, np.number) or m.dtype == np.bool_):
+        raise MirrorError(f"{path}: expected a mask [H,W] of numbers, got {m.dtype} {list(m.shape)}")
+    return m
+
+
 def _read_ppm(path: Path) -> np.ndarray:
     data = path.read_bytes()
     fields: list[bytes] = []
@@ -134,7 +148,7 @@ class Garment:
         rgb = load_image(path)
         mask = None
         if mask_path is not None:
-            m = load_image(mask_path) if Path(mask_path).suffix.lower() != ".npy" else np.load(mask_path)
+            m = load_image(mask_path) if Path(mask_path).suffix.lower() != ".npy" else _load_mask_array(mask_path)
             mask = (m[..., 0] if m.ndim == 3 else m) > 0
             if mask.shape != rgb.shape[:2]:
                 raise MirrorError(f"edge mask {mask_path} is {list(mask.shape)}, the garment {list(rgb.shape[:2])}")

@@ -62,7 +62,8 @@ def test_missing_roi_says_why(tiny_y4m, tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize("roi,msg", [("1,2,3", "four integers"), ("a,b,c,d", "four integers"),
-                                     ("10,10,0,5", "positive"), ("900,10,20,20", "outside")])
+                                     ("10,10,0,5", "positive"), ("900,10,20,20", "outside"),
+                                     ("0,0,100000,100000", "reaches past the"), ("0,0,1e20,1e20", "four integers")])
 def test_bad_roi(tiny_y4m, tmp_path: Path, capsys, roi: str, msg: str) -> None:
     video, _ = tiny_y4m
     code, _, err = _run(["preview", str(video), "--out", str(tmp_path / "c"), "--roi", roi], capsys)

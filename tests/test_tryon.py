@@ -170,6 +170,38 @@ def test_manifest_digest_is_checked(build, tmp_path):
         find_artifact(copy, "warp", "tflite", "fp16")
 
 
+def test_a_damaged_manifest_is_refused(build, tmp_path):
+    import json
+
+    from mirror import MirrorError
+
+    copy = tmp_path / "build"
+    copy.mkdir()
+    manifest = json.loads((build / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "artifacts": "gen_fp32.onnx"}))
+    with pytest.raises(MirrorError, match="artifacts is not a list"):
+        find_artifact(copy, "gen", "onnx", "fp32")
+    entry = next(a for a in manifest["artifacts"] if (a["graph"], a["target"]) == ("gen", "onnx"))
+    (copy / "manifest.json").write_text(json.dumps({"artifacts": [{**entry, "path": "../../etc/passwd"}]}))
+    with pytest.raises(MirrorError, match="outside the build"):
+        find_artifact(copy, "gen", "onnx", entry["precision"])
+
+
+def test_edge_mask_files(garment_ppm, tmp_path):
+    from mirror import MirrorError
+
+    with pytest.raises(MirrorError, match="edge mask .* does not exist"):
+        Garment.load(garment_ppm, tmp_path / "missing.npy")
+    np.save(tmp_path / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(MirrorError, match="not a numpy array file"):
+        Garment.load(garment_ppm, tmp_path / "pickled.npy")
+    mask = np.zeros((120, 90), np.uint8)
+    mask[20:100, 15:75] = 1
+    np.save(tmp_path / "mask.npy", mask)
+    g = Garment.load(garment_ppm, tmp_path / "mask.npy")
+    assert g.edge.shape == (1, 1, H, W) and 0 < g.edge.mean() < 1
+
+
 def test_tryon_end_to_end(build, garment_ppm, previewed, tmp_path):
     video, ctx, roi = previewed
     out = tmp_path / "out.npy"
