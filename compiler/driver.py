@@ -82,13 +82,14 @@ class CompileSession:
 def compile_all(config: CompileConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Run the whole compile; returns the report (also written to ``config.out``)."""
     progress = progress or Progress()
+    units = units_for(config)  # a model that does not load stops here, before any folder is made
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     staging = out / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        report = _compile(config, staging, progress)
+        report = _compile(config, units, staging, progress)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -96,7 +97,7 @@ def compile_all(config: CompileConfig, progress: Progress | None = None) -> dict
     return report.write(out)
 
 
-def _compile(config: CompileConfig, staging: Path, progress: Progress) -> CompileReport:
+def _compile(config: CompileConfig, units: list[CompileUnit], staging: Path, progress: Progress) -> CompileReport:
     t_start = time.perf_counter()
     report = CompileReport(
         config={"targets": config.targets, "precisions": config.precisions, "seed": config.seed,
@@ -106,7 +107,6 @@ def _compile(config: CompileConfig, staging: Path, progress: Progress) -> Compil
         allow_cpu_fallback=config.allow_cpu_fallback,
     )
     session = CompileSession(config, staging, progress, report, {t: emitter_for(t) for t in config.targets})
-    units = units_for(config)
     job = None
     if config.baseline and "tflite" in config.targets:
         progress.log("baseline (stock litert-torch, no passes) runs in the background")

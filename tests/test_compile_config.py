@@ -103,9 +103,11 @@ def test_cli_checkpoint_that_is_not_one_leaves_no_build(capsys, tmp_path):
     assert not any(p.is_file() for p in out.rglob("*")) if out.exists() else True
 
 
-def test_cli_bad_model_reference(capsys):
-    code, err = run_cli(capsys, "compile", "--model", "no_such_package.models:make")
+def test_cli_bad_model_reference(capsys, tmp_path):
+    out = tmp_path / "b"
+    code, err = run_cli(capsys, "compile", "--model", "no_such_package.models:make", "--out", str(out))
     assert code == 1 and "cannot import 'no_such_package.models'" in err
+    assert not out.exists()  # nothing is made for a model that does not load
     code, err = run_cli(capsys, "compile", "--model", "just_a_name")
     assert code == 1 and "package.module:factory" in err
 
