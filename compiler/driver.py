@@ -36,7 +36,7 @@ from mirror.compiler.units import CompileUnit, units_for
 from mirror.files import sha256_of, size_of
 from mirror.passes.base import run_pipeline
 from mirror.passes.registry import PIPELINES
-from mirror.validation.parity import check_runners
+from mirror.validation.parity import check_runners, gpu_skips
 from mirror.validation.reference import TorchReferenceRunner
 from mirror.validation.report import ArtifactEntry, CompileReport, GpuDelegateResult
 
@@ -201,7 +201,7 @@ def _build_artifact(
         with session.progress.step(f"{label}: validate") as note:
             entry.parity = check_runners(
                 runners, run.feeds, run.want, precision, value_ranges=unit.value_ranges,
-                psnr_output=unit.psnr_output, skip=_skipped_runners(session.config, precision, runners),
+                psnr_output=unit.psnr_output, skip=gpu_skips(runners, session.config.gpu_parity, precision),
             )  # fmt: skip
             note["result"] = ", ".join(f"{r}: {p.brief()}" for r, p in entry.parity.items())
         if emitter.delegate:
@@ -214,19 +214,6 @@ def _build_artifact(
         for runner in runners:
             runner.close()
     return entry
-
-
-def _skipped_runners(config: CompileConfig, precision: str, runners: list[Any]) -> dict[str, str]:
-    """GPU inference here runs on SwiftShader (a CPU emulates the GPU) and is slow, so by
-    default only fp32 artifacts run on GPU runners; the delegate check still loads the others."""
-    if config.gpu_parity == "all" or (config.gpu_parity == "fp32" and precision == "fp32"):
-        return {}
-    why = (
-        "GPU inference is off (--gpu-parity none)"
-        if config.gpu_parity == "none"
-        else f"GPU inference runs for {config.gpu_parity} artifacts only (--gpu-parity all)"
-    )
-    return {r.name: why for r in runners if r.accelerator == "gpu"}
 
 
 def _graph_config_json(g: Any) -> dict[str, Any]:

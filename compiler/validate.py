@@ -35,7 +35,7 @@ from mirror.compiler.units import CompileUnit, builtin_unit, user_unit
 from mirror.files import sha256_of
 from mirror.precisions import get_recipe
 from mirror.targets.base import Artifact
-from mirror.validation.parity import check_runners
+from mirror.validation.parity import check_runners, gpu_skips
 from mirror.validation.reference import TorchReferenceRunner
 from mirror.validation.report import ArtifactEntry, ValidateReport
 
@@ -131,10 +131,7 @@ def _check(s: Subject, feeds: dict[str, np.ndarray], want: dict[str, np.ndarray]
         entry.error = f"{a.path.name} does not match its manifest digest (changed after compile)"
         return entry
     runners = emitter_for(a.target).runners(a)
-    skip = {} if gpu_parity == "all" or (gpu_parity == "fp32" and get_recipe(a.precision).name == "fp32") else {
-        r.name: f"GPU inference is off for {a.precision} (--gpu-parity all runs it)" for r in runners
-        if r.accelerator == "gpu"
-    }  # fmt: skip
+    skip = gpu_skips(runners, gpu_parity, a.precision)
     try:
         entry.parity = check_runners(runners, feeds, want, a.precision, value_ranges=s.unit.value_ranges,
                                      psnr_output=s.unit.psnr_output, skip=skip)  # fmt: skip

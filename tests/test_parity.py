@@ -95,3 +95,17 @@ def test_psnr_and_figures_of_one_output():
     assert fig["max_abs"] == pytest.approx(0.1) and fig["nonfinite"] == 0 and fig["reference_nonfinite"] == 0
     with pytest.raises(ValueError, match="shape"):
         compare_output(a, np.zeros((2, 2)), 2.0)
+
+
+def test_gpu_parity_policy_names_gpu_runners_only():
+    from types import SimpleNamespace
+
+    from mirror.validation.parity import gpu_skips
+
+    runners = [SimpleNamespace(name="litert-cpu", accelerator="cpu"),
+               SimpleNamespace(name="litert-gpu", accelerator="gpu")]
+    assert gpu_skips(runners, "fp32", "fp32") == {} and gpu_skips(runners, "fp32", "float32") == {}  # an alias too
+    only_fp32 = "GPU inference runs for fp32 artifacts only (--gpu-parity all)"
+    assert gpu_skips(runners, "fp32", "int8") == {"litert-gpu": only_fp32}
+    assert gpu_skips(runners, "all", "int8") == {}
+    assert gpu_skips(runners, "none", "fp32") == {"litert-gpu": "GPU inference is off (--gpu-parity none)"}

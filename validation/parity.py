@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mirror import MirrorError
-from mirror.precisions import tolerance_for
+from mirror.precisions import get_recipe, tolerance_for
 from mirror.validation.report import ParityResult, format_exception
 
 
@@ -93,6 +93,20 @@ def compare(
         "failures": failures,
         "outputs": per_output,
     }
+
+
+def gpu_skips(runners: list[Any], gpu_parity: str, precision: str) -> dict[str, str]:
+    """The GPU runners ``--gpu-parity`` leaves out, with why. GPU inference here runs on
+    SwiftShader (a CPU emulates the GPU) and is slow, so by default only fp32 artifacts run
+    on GPU runners ("fp32"); "all" runs every artifact, "none" none."""
+    if gpu_parity == "all" or (gpu_parity == "fp32" and get_recipe(precision).name == "fp32"):
+        return {}
+    why = (
+        "GPU inference is off (--gpu-parity none)"
+        if gpu_parity == "none"
+        else f"GPU inference runs for {gpu_parity} artifacts only (--gpu-parity all)"
+    )
+    return {r.name: why for r in runners if r.accelerator == "gpu"}
 
 
 def check_runners(
