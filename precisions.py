@@ -119,6 +119,14 @@ def supported(target: str, name: str) -> bool:
     return get_recipe(name).name in TARGET_RECIPES.get(target, ())
 
 
+def for_target(target: str, name: str) -> Recipe:
+    """The recipe ``name`` stands for, if ``target`` realizes it; a one-line error otherwise."""
+    recipe = get_recipe(name)
+    if recipe.name not in TARGET_RECIPES.get(target, ()):
+        raise MirrorError(f"the {target} target has no {name!r} recipe; use one of {', '.join(target_names(target))}")
+    return recipe
+
+
 def target_names(target: str) -> tuple[str, ...]:
     """The precision names ``target`` accepts (recipes and aliases)."""
     recipes = TARGET_RECIPES[target]

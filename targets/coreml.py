@@ -67,7 +67,7 @@ from mirror import MirrorError, one_line
 from mirror.files import atomic_path
 from mirror.passes.base import PipelineSpec
 from mirror.passes.registry import lowering_passes
-from mirror.precisions import get_recipe, supported, target_names
+from mirror.precisions import for_target
 from mirror.runners.coreml import CoreMLRunner
 from mirror.targets.base import Artifact, EmitterBase, describe_artifact
 from mirror.targets.index_region import index_region
@@ -195,16 +195,12 @@ class CoreMLEmitter(EmitterBase):
         sampler = sampler or self.sampler
         if sampler not in SAMPLERS:
             raise MirrorError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
-        if not supported(self.target, precision):
-            raise MirrorError(
-                f"Core ML target: no {precision!r} recipe; use one of {', '.join(target_names(self.target))}"
-            )
+        recipe = for_target(self.target, precision).name
         if len(example_inputs) != len(input_names):
             raise MirrorError(
                 f"Core ML target: {len(example_inputs)} example inputs but {len(input_names)} input names"
             )
         t0 = time.perf_counter()
-        recipe = get_recipe(precision).name
         info: dict[str, Any] = {
             "recipe": recipe,
             "minimum_deployment_target": self.minimum_deployment_target,

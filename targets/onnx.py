@@ -62,7 +62,7 @@ from mirror import MirrorError, one_line
 from mirror.files import atomic_path, sha256_of, size_of
 from mirror.passes.base import PipelineSpec
 from mirror.passes.registry import lowering_passes
-from mirror.precisions import get_recipe, supported, target_names
+from mirror.precisions import for_target
 from mirror.runners.onnxruntime import ORT_LEVELS, ORT_NP, OnnxRuntimeRunner
 from mirror.targets.base import Artifact, EmitterBase, describe_artifact
 from mirror.targets.index_region import index_region
@@ -185,11 +185,7 @@ class ONNXEmitter(EmitterBase):
         output_names: list[str],
         calibration: list[tuple[Any, ...]] | None = None,
     ) -> Artifact:
-        if not supported(self.target, precision):
-            raise MirrorError(
-                f"ONNX target: no {precision!r} recipe; use one of {', '.join(target_names(self.target))}"
-            )
-        recipe = get_recipe(precision).name
+        recipe = for_target(self.target, precision).name
         if recipe == "int8-full" and not calibration:
             raise MirrorError(f"ONNX {precision} needs calibration samples (pass calibration=[...] to emit)")
         final = Path(out_dir) / f"{graph}_{precision}.onnx"

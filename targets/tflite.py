@@ -35,7 +35,7 @@ from mirror.files import atomic_path, size_of
 from mirror.passes.base import PipelineSpec
 from mirror.passes.litert_gather import count_index_selects, count_litert_gathers
 from mirror.passes.registry import lowering_passes
-from mirror.precisions import get_recipe, supported, target_names
+from mirror.precisions import for_target, get_recipe
 from mirror.runners.litert import LiteRTCpuRunner, LiteRTGpuRunner
 from mirror.runners.tflite_file import read_tflite
 from mirror.targets.base import Artifact, EmitterBase, describe_artifact
@@ -221,11 +221,7 @@ class TFLiteEmitter(EmitterBase):
         output_names: list[str],
         calibration: list[tuple[Any, ...]] | None = None,
     ) -> Artifact:
-        if not supported(self.target, precision):
-            raise MirrorError(
-                f"LiteRT target: no {precision!r} recipe; use one of {', '.join(target_names(self.target))}"
-            )
-        recipe = get_recipe(precision)
+        recipe = for_target(self.target, precision)
         key = self.signature_key or graph
         final = Path(out_dir) / f"{graph}_{precision}.tflite"
         t0 = time.perf_counter()

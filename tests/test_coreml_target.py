@@ -358,6 +358,6 @@ def test_bad_options_are_mirror_errors(tmp_path):
     with pytest.raises(MirrorError, match="unknown precision 'int4'"):
         CoreMLEmitter().emit(None, "g", "int4", tmp_path, example_inputs=(), input_names=[],
                              output_names=[])
-    with pytest.raises(MirrorError, match="^Core ML target: no 'int8-full' recipe; use one of .*palettize6"):
+    with pytest.raises(MirrorError, match="^the coreml target has no 'int8-full' recipe; use one of .*palettize6"):
         CoreMLEmitter().emit(None, "g", "int8-full", tmp_path, example_inputs=(), input_names=[],
                              output_names=[])

@@ -271,7 +271,7 @@ def test_bad_requests_are_mirror_errors(tmp_path):
     # realize by the target, with the names it accepts.
     with pytest.raises(MirrorError, match="unknown precision 'int4'"):
         ONNXEmitter().emit(None, "g", "int4", tmp_path, example_inputs=(), input_names=[], output_names=[])
-    with pytest.raises(MirrorError, match="^ONNX target: no 'palettize6' recipe; use one of .*int8-full"):
+    with pytest.raises(MirrorError, match="^the onnx target has no 'palettize6' recipe; use one of .*int8-full"):
         ONNXEmitter().emit(None, "g", "palettize6", tmp_path, example_inputs=(), input_names=[], output_names=[])
     for precision in ("int8-full", "int8-static"):
         with pytest.raises(MirrorError, match=f"ONNX {precision} needs calibration"):

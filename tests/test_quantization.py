@@ -117,3 +117,14 @@ def test_user_calibration_folder(tmp_path):
         calibration_set(examples(), n=0, input_names=list(SHAPES), folder=tmp_path)
     with pytest.raises(MirrorError, match="does not exist"):
         calibration_set(examples(), input_names=list(SHAPES), folder=tmp_path / "nope")
+
+
+def test_for_target_gives_the_recipe_or_one_line_naming_what_the_target_has():
+    from mirror.precisions import for_target
+
+    assert for_target("tflite", "int8").name == "int8-weight"
+    assert for_target("onnx", "int8-static").name == "int8-full"
+    with pytest.raises(MirrorError, match="^the tflite target has no 'palettize6' recipe; use one of fp32, fp16, "):
+        for_target("tflite", "palettize6")
+    with pytest.raises(MirrorError, match="unknown precision 'int3'"):
+        for_target("coreml", "int3")
