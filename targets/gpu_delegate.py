@@ -4,8 +4,8 @@
 SwiftShader Vulkan driver where there is no GPU) through ``runners/litert.py``'s GPU
 runner, reads the delegate's own messages ("Following operations are not supported by GPU
 delegate: ..." and "N operations will run on the GPU, and the remaining M operations will
-run on the CPU") and ``is_fully_accelerated()``. Where no Vulkan driver is found it falls back to a static rule
-checker over the flatbuffer. The result always says which of the two answered.
+run on the CPU") and ``is_fully_accelerated()``. Where no Vulkan driver is found it falls
+back to a static rule checker over the flatbuffer. The result always says which of the two answered.
 
 The TF/LiteRT GPU-compatibility Analyzer is deliberately not used: it calls rank-5 tensors,
 GATHER_ND and TOPK_V2 "compatible".
@@ -178,7 +178,10 @@ def _summary(graph: TFLiteGraph, on_gpu: list[bool], unsupported: list[dict[str,
 
 def check_static(path: Path | str, profile: str = "classic") -> dict[str, Any]:
     """Static GPU-delegate check of a .tflite file; same keys as ``verify_gpu_delegate``."""
-    graph = read_tflite(path)
+    return _check_graph(read_tflite(path), profile)
+
+
+def _check_graph(graph: TFLiteGraph, profile: str) -> dict[str, Any]:
     refusals = [_refusal(graph, op, profile) for op in graph.ops]
     unsupported = _group(
         [
@@ -297,7 +300,8 @@ def verify_gpu_delegate(
         raise MirrorError(f"no such model: {path}")
     if mode not in ("auto", "delegate", "static"):
         raise ValueError(f"mode must be auto, delegate or static, not {mode!r}")
-    static = check_static(path, profile)
+    graph = read_tflite(path)  # read once: the rules and the delegate's verdict both use it
+    static = _check_graph(graph, profile)
     if mode == "static":
         return static
     driver = find_vulkan_driver()
@@ -307,12 +311,14 @@ def verify_gpu_delegate(
         static["verified_on"] += f"; real delegate unavailable: {driver.reason}"
         return static
     if runner is not None:
-        return _from_delegate(path, runner.load(), static, profile, driver)
+        return _from_delegate(graph, runner.load(), static, profile, driver)
     with LiteRTGpuRunner(path, timeout=timeout) as own:
-        return _from_delegate(path, own.load(), static, profile, driver)
+        return _from_delegate(graph, own.load(), static, profile, driver)
 
 
-def _from_delegate(path: Path, loaded: Any, static: dict[str, Any], profile: str, driver: Any) -> dict[str, Any]:
+def _from_delegate(
+    graph: TFLiteGraph, loaded: Any, static: dict[str, Any], profile: str, driver: Any
+) -> dict[str, Any]:
     """The verdict from the delegate's load: its log, its op counts, its refusals located."""
     parsed = parse_delegate_log(loaded.log)
     where = f"litert-gpu/webgpu on {driver.name}"
@@ -335,7 +341,6 @@ def _from_delegate(path: Path, loaded: Any, static: dict[str, Any], profile: str
             "delegate_log": relevant,
             "static": static_verdict,
         }
-    graph = read_tflite(path)
     on_gpu, entries = _locate_refusals(graph, parsed["refusals"])
     out = _summary(graph, on_gpu, _group(entries))
     out["ops_on_gpu_derived"] = out["ops_on_gpu"]
