@@ -37,7 +37,10 @@ def load(payload: dict[str, Any], arrays: Arrays, stage: Callable[[str], None]) 
     model = CompiledModel.from_file(payload["model"], options=options)
     sigs = model.get_signature_list()
     key = payload.get("signature") or next(iter(sigs))
-    _state.update(model=model, key=key, sigs=sigs)
+    index = model.get_signature_index(key)
+    # Buffers made once per load: a kept child runs the same model many times (keyframes).
+    _state.update(model=model, key=key, sigs=sigs, index=index, in_bufs=model.create_input_buffers(index),
+                  out_bufs=model.create_output_buffers(index))  # fmt: skip
     _state["inputs"] = model.get_input_tensor_details(key)
     _state["outputs"] = model.get_output_tensor_details(key)
     result = {
@@ -51,9 +54,7 @@ def load(payload: dict[str, Any], arrays: Arrays, stage: Callable[[str], None]) 
 
 def run(payload: dict[str, Any], feeds: Arrays, stage: Callable[[str], None]) -> tuple[dict[str, Any], Arrays]:
     model, key, sigs = _state["model"], _state["key"], _state["sigs"]
-    index = model.get_signature_index(key)
-    in_bufs = model.create_input_buffers(index)
-    out_bufs = model.create_output_buffers(index)
+    index, in_bufs, out_bufs = _state["index"], _state["in_bufs"], _state["out_bufs"]
     for name, buf in zip(sigs[key]["inputs"], in_bufs, strict=True):
         d = _state["inputs"][name]
         arr = feeds.get(name)
