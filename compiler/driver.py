@@ -58,10 +58,9 @@ def emitter_for(target: str) -> Any:
 
 @dataclass
 class GraphRun:
-    """One graph on its way through the compile: its program after each pipeline, its inputs."""
+    """One graph on its way through the compile: its shared passes, inputs and reference outputs."""
 
     unit: CompileUnit
-    program: Any  # after the shared pipeline
     shared_passes: list[str]
     feeds: dict[str, np.ndarray]  # validation inputs, numpy
     want: dict[str, np.ndarray]  # the eager reference's outputs on them
@@ -104,7 +103,6 @@ def _compile(config: CompileConfig, units: list[CompileUnit], staging: Path, pro
                 "gpu_check": config.gpu_check, "allow_cpu_fallback": config.allow_cpu_fallback, "model": config.model,
                 "graph_configs": [_graph_config_json(g) for g in config.graphs]},  # fmt: skip
         mirror=__version__,
-        allow_cpu_fallback=config.allow_cpu_fallback,
     )
     session = CompileSession(config, staging, progress, report, {t: emitter_for(t) for t in config.targets})
     job = None
@@ -141,19 +139,21 @@ def _compile_graph(session: CompileSession, unit: CompileUnit) -> None:
         "inputs": {n: list(t.shape) for n, t in zip(unit.input_names, unit.example_inputs, strict=True)},
         "outputs": {n: list(v.shape) for n, v in want.items()},
     }
-    run = GraphRun(unit, program, [name for name, _ in shared], _numpy(unit, val_inputs), want)
+    run = GraphRun(unit, [name for name, _ in shared], _numpy(unit, val_inputs), want)
     if any(precisions.get_recipe(p).needs_calibration for p in config.precisions):
         # Representative, image-like inputs of this graph.
         run.calibration = [unit.inputs(config.seed + CALIBRATION_SEED_OFFSET + k) for k in range(CALIBRATION_SAMPLES)]
     shared_prefixes: dict[Any, Any] = {}  # backends whose pipelines start alike run that start once
     for target, emitter in session.emitters.items():
+        wanted = [p for p in config.precisions if precisions.supported(target, p)]
+        session.report.not_built += [f"{unit.name}/{target}/{p}: {target} has no {p} recipe"
+                                     for p in config.precisions if p not in wanted]  # fmt: skip
+        if not wanted:
+            continue  # nothing to emit: the backend's passes would be wasted
         backend = emitter.pipeline(config.sampling[target])
         program_t = _run_passes(session, unit, program, backend, target, val_inputs, shared_prefixes)
         passes = [*run.shared_passes, *(name for name, _ in backend)]
-        for precision in config.precisions:
-            if not precisions.supported(target, precision):
-                session.report.not_built.append(f"{unit.name}/{target}/{precision}: {target} has no {precision} recipe")
-                continue
+        for precision in wanted:
             entry = _build_artifact(session, run, emitter, program_t, precision)
             entry.passes = passes
             session.report.artifacts.append(entry)

@@ -127,5 +127,3 @@ def probe_gpu(timeout: float = 60.0) -> GpuProbe:
             probe.ok = False
             probe.error = f"wrong results (max error {probe.max_abs_error:.2e})"
     return probe
-
-

@@ -158,14 +158,14 @@ class CompileReport:
     not_built: list[str] = field(default_factory=list)
     seconds: float = 0.0
     mirror: str = ""
-    allow_cpu_fallback: bool = False  # else an artifact not fully on its GPU delegate fails the compile
 
     def summary(self) -> dict[str, Any]:
         counts = parity_summary(self.artifacts)
         emit_failed = counts.pop("errors")
         off_gpu = [f"{a.graph}/{a.target}/{a.precision}: {a.gpu_delegate.fallback()}" for a in self.artifacts
                    if a.gpu_delegate is not None and not a.gpu_delegate.fully_on_gpu]  # fmt: skip
-        passed = counts["passed"] and not emit_failed and (self.allow_cpu_fallback or not off_gpu)
+        # Unless the compile allows it, an artifact not fully on its GPU delegate fails it.
+        passed = counts["passed"] and not emit_failed and (self.config.get("allow_cpu_fallback") or not off_gpu)
         return {**counts, "passed": passed, "emit_failed": emit_failed, "seconds": round(self.seconds, 1),
                 "not_built": self.not_built, "not_fully_on_gpu": off_gpu}  # fmt: skip
 
