@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mirror.runners.litert import run_litert_once
+from mirror.runners.litert import delegate_adapter, run_litert_once
 from mirror.runners.vulkan import VulkanDriver, find_vulkan_driver
 
 
@@ -97,7 +97,6 @@ class GpuProbe:
 
 def probe_gpu(timeout: float = 60.0) -> GpuProbe:
     """Run ``tiny_probe_model`` on LiteRT's GPU accelerator (GPU only, no CPU fallback)."""
-    import re
     import time
 
     import numpy as np
@@ -115,8 +114,7 @@ def probe_gpu(timeout: float = 60.0) -> GpuProbe:
         child = run_litert_once(
             path, accelerator="gpu-only", inputs={"a": a, "b": b}, driver=driver, timeout=timeout
         )
-    m = re.search(r"Selected adapter: ([^,]+)", child.log)
-    adapter = m.group(1).strip() if m else None
+    adapter = delegate_adapter(child.log)
     probe = GpuProbe(
         child.ok, driver, adapter, child.result.get("fully_accelerated"), None, child.error
     )

@@ -18,6 +18,7 @@ default 600).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,15 @@ _NP_DTYPES = {
     "FLOAT32": np.float32, "INT8": np.int8, "UINT8": np.uint8, "INT32": np.int32,
     "FLOAT16": np.float16, "INT16": np.int16, "BOOL": np.bool_,
 }  # fmt: skip
+
+
+_ADAPTER = re.compile(r"Selected adapter: ([^,]+)")
+
+
+def delegate_adapter(log: str) -> str | None:
+    """The GPU adapter LiteRT's WebGPU accelerator chose, from a child's log ("SwiftShader Device ...")."""
+    m = _ADAPTER.search(log)
+    return m.group(1).strip() if m else None
 
 
 def gpu_timeout() -> float:

@@ -33,7 +33,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from mirror.runners.litert import LiteRTGpuRunner
+from mirror.runners.litert import LiteRTGpuRunner, delegate_adapter
 from mirror.runners.tflite_file import OpInfo, TFLiteGraph, read_tflite
 from mirror.runners.vulkan import find_vulkan_driver
 
@@ -201,7 +201,6 @@ def _check_graph(graph: TFLiteGraph, profile: str) -> dict[str, Any]:
 
 _HEADER = "Following operations are not supported by GPU delegate:"
 _COUNTS = re.compile(r"(\d+) operations will run on the GPU, and the remaining (\d+) operations? will run on the CPU")
-_ADAPTER = re.compile(r"Selected adapter: ([^,]+)")
 _LINE = re.compile(r"^([A-Z][A-Z0-9_]*|[A-Za-z][A-Za-z0-9_]*): (.*)$")
 
 
@@ -222,12 +221,11 @@ def parse_delegate_log(log: str) -> dict[str, Any]:
             continue
         i += 1
     counts = _COUNTS.search(log)
-    adapter = _ADAPTER.search(log)
     return {
         "refusals": refusals,
         "gpu_ops": int(counts.group(1)) if counts else None,
         "cpu_ops": int(counts.group(2)) if counts else None,
-        "adapter": adapter.group(1).strip() if adapter else None,
+        "adapter": delegate_adapter(log),
     }
 
 
