@@ -161,11 +161,11 @@ class CompileReport:
 
     def summary(self) -> dict[str, Any]:
         counts = parity_summary(self.artifacts)
-        emit_failed = counts.pop("errors")
+        emit_failed = counts.pop("errors")  # the compile's older name for artifacts in error
         off_gpu = [f"{a.graph}/{a.target}/{a.precision}: {a.gpu_delegate.fallback()}" for a in self.artifacts
                    if a.gpu_delegate is not None and not a.gpu_delegate.fully_on_gpu]  # fmt: skip
         # Unless the compile allows it, an artifact not fully on its GPU delegate fails it.
-        passed = counts["passed"] and not emit_failed and (self.config.get("allow_cpu_fallback") or not off_gpu)
+        passed = counts["passed"] and (self.config.get("allow_cpu_fallback") or not off_gpu)
         return {**counts, "passed": passed, "emit_failed": emit_failed, "seconds": round(self.seconds, 1),
                 "not_built": self.not_built, "not_fully_on_gpu": off_gpu}  # fmt: skip
 
@@ -211,10 +211,7 @@ class ValidateReport:
     mirror: str = ""
 
     def summary(self) -> dict[str, Any]:
-        counts = parity_summary(self.artifacts)
-        errors = counts.pop("errors")
-        return {**counts, "passed": counts["passed"] and not errors, "errors": errors,
-                "seconds": round(self.seconds, 1)}  # fmt: skip
+        return {**parity_summary(self.artifacts), "seconds": round(self.seconds, 1)}
 
     def to_json(self) -> dict[str, Any]:
         return {"version": REPORT_VERSION, "mirror": self.mirror, "inputs": self.inputs,
@@ -222,13 +219,14 @@ class ValidateReport:
 
 
 def parity_summary(artifacts: list[ArtifactEntry]) -> dict[str, Any]:
-    """Counts of artifacts and parity checks, the failed checks, and the artifacts in error."""
+    """Counts of artifacts and parity checks, the failed checks, the artifacts in error, and
+    whether everything passed (no failed check, no artifact in error)."""
     ok = [a for a in artifacts if a.error is None]
     failed = [f for a in ok for f in a.failed_checks()]
     checks = sum(1 for a in ok for p in a.parity.values() if p.skipped is None)
     errors = [f"{a.graph}/{a.target}/{a.precision}: {a.error}" for a in artifacts if a.error is not None]
-    return {"artifacts": len(ok), "parity_checks": checks, "parity_failed": failed, "passed": not failed,
-            "errors": errors}  # fmt: skip
+    return {"artifacts": len(ok), "parity_checks": checks, "parity_failed": failed,
+            "passed": not failed and not errors, "errors": errors}  # fmt: skip
 
 
 def determinism(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
