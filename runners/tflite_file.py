@@ -148,3 +148,30 @@ def _options(fb: Any, op: Any) -> dict[str, int]:
             "ellipsis_mask": o.EllipsisMask(),
         }
     return {}
+
+
+def module_path(tensor_name: str) -> str:
+    """The torch module path a tensor name encodes ('' for the root module or none).
+
+    Our artifacts name a tensor ``<graph>/<path relative to parent>/...;N``
+    (``warp/aflow_net/netRefine.3/0;4`` is ``aflow_net.netRefine.3.0``, see
+    ``targets/tflite.py``). Stock litert-torch writes ``<root class>/<class>_<attribute>/...``
+    (``__main__.M/torch.nn.modules.conv.Conv2d_conv``), whose root is a dotted class name;
+    there the attribute is what follows the first ``_`` after a class's last dot (class names
+    are CamelCase), and a ModuleList's own name is lost. A fused activation joins two names
+    with ``;;``, the activation's (the tensor's final value) first. Constants
+    (``arith.constant3``) and inputs give ''.
+    """
+    name = tensor_name.split(";;")[0].split(";")[0]
+    parts = name.split("/")
+    if len(parts) < 2:
+        return ""
+    if "." not in parts[0]:
+        return ".".join(parts[1:])
+    attrs = []
+    for part in parts[1:]:
+        attr = part[part.rfind(".") + 1 :].partition("_")[2]
+        if not attr:
+            break
+        attrs.append(attr)
+    return ".".join(attrs)

@@ -5,11 +5,13 @@
 - The program has been through the LiteRT backend pipeline (``pipeline``): ``grid_sample``
   lowered, wide convolutions split, broadcasts (``expand``) written as gathers,
   ``index_select`` legalized to ``tfl.gather`` = GATHER v1. It is converted with
-  ``litert_torch`` through a thin wrapper, so that the flatbuffer carries one signature whose
-  key is the graph name and whose inputs and outputs carry the given names (``person``,
-  ``parsing``, ... / ``warped_cloth``, ...). litert-torch names the underlying
-  tensors ``<key>_<input>`` and ``<key>_<output>_output``; apps should address them through
-  the signature. Layout stays NCHW, as in PyTorch (litert-torch inserts the transposes).
+  ``litert_torch`` from the program's own GraphModule (no wrapper module), so that the
+  flatbuffer carries one signature whose key is the graph name and whose inputs and outputs
+  carry the given names (``person``, ``parsing``, ... / ``warped_cloth``, ...). litert-torch
+  names the boundary tensors ``<key>_<input>`` and ``<key>_<output>_output``; apps should
+  address them through the signature. Every other tensor is named after the torch module
+  path of the op that makes it (``warp/aflow_net/netRefine.3/0;4``, see ``_named_module``).
+  Layout stays NCHW, as in PyTorch (litert-torch inserts the transposes).
 - The precision recipes of ``mirror/precisions.py`` are realized with ai-edge-quantizer
   on the float flatbuffer: ``fp16`` = float16 weight casting, ``int8``/``int8-weight`` =
   per-channel int8 weights dequantized before each op, ``int8-full`` = static int8 weights
@@ -55,32 +57,59 @@ def quiet_litert_torch() -> Any:
     return litert_torch
 
 
-def _named_module(program: Any, input_names: list[str], output_names: list[str]) -> Any:
-    """Wrap the program so litert-torch sees named inputs (kwargs) and named outputs (a dict)."""
+def _named_module(program: Any, input_names: list[str], output_names: list[str], root: str) -> Any:
+    """The program as a GraphModule that takes named inputs (kwargs) and returns a dict of
+    named outputs, with every op labelled by its torch module path.
+
+    litert-torch names each tensor after its op's ``nn_module_stack``, one ``/``-separated
+    level per module, each written ``<class>_<last attribute>``: a ModuleList's index hides
+    which list it indexes (``netMain.0`` and ``netRefine.0`` both read ``Sequential_0``), and a
+    wrapper module would put its own class at the root. Relabelled here, a level reads as its
+    path relative to its parent: ``warp/aflow_net/netRefine.3/0;4`` for
+    ``aflow_net.netRefine.3.0`` (the root is ``root``, the signature key), which Netron and
+    Model Explorer show as is and ``runners.tflite_file.module_path`` reads back.
+    """
     import torch
 
-    gm = program.module() if isinstance(program, torch.export.ExportedProgram) else program
-
-    class NamedIO(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = gm
-
-        def forward(self, **kwargs: Any) -> dict[str, Any]:
-            out = self.inner(*[kwargs[n] for n in input_names])
-            if not isinstance(out, (tuple, list)):
-                out = (out,)
-            if len(out) != len(output_names):
-                raise MirrorError(
-                    f"the graph returns {len(out)} outputs but {len(output_names)} output "
-                    f"names were given ({', '.join(output_names)})"
-                )
-            return dict(zip(output_names, out, strict=True))
-
-    wrapper = NamedIO()
+    gm = program.module()  # a fresh copy: renaming its nodes leaves the program alone
+    graph = gm.graph
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(input_names):
+        raise MirrorError(f"the graph takes {len(placeholders)} inputs but {len(input_names)} input names were given")
+    for node, name in zip(placeholders, input_names, strict=True):
+        node.target = node.name = name
+    _label_module_paths(graph, root)
+    output = next(n for n in graph.nodes if n.op == "output")
+    values = output.args[0] if isinstance(output.args[0], (tuple, list)) else (output.args[0],)
+    if len(values) != len(output_names):
+        raise MirrorError(
+            f"the graph returns {len(values)} outputs but {len(output_names)} output "
+            f"names were given ({', '.join(output_names)})"
+        )
+    output.args = (dict(zip(output_names, values, strict=True)),)
+    # The unlifted module flattens its arguments with pytree code and checks them against
+    # the exported signature in a pre-hook; both expect positional inputs.
+    graph._codegen = torch.fx.graph.CodeGen()
+    gm._forward_pre_hooks.clear()
+    gm.recompile()
     # litert-torch warns on modules in training mode; exported modules refuse .eval().
-    wrapper.training = False
-    return wrapper
+    gm.training = False
+    return gm
+
+
+def _label_module_paths(graph: Any, root: str) -> None:
+    """Rewrite each node's module stack so litert-torch writes relative module paths."""
+    for node in graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if not stack:
+            continue
+        labelled, parent = {}, ""
+        for key, (path, _cls) in stack.items():
+            relative = path[len(parent) + 1 :] if parent and path.startswith(parent + ".") else path
+            # An empty name makes litert-torch write the label alone (no "_<attribute>").
+            labelled[key] = ("", relative or root)
+            parent = path or parent
+        node.meta["nn_module_stack"] = labelled
 
 
 def convert_to_bytes(
@@ -94,7 +123,11 @@ def convert_to_bytes(
     lt = quiet_litert_torch()
     if len(example_inputs) != len(input_names):
         raise MirrorError(f"{len(example_inputs)} example inputs but {len(input_names)} input names")
-    module = _named_module(program, input_names, output_names)
+    import torch
+
+    if not isinstance(program, torch.export.ExportedProgram):
+        program = torch.export.export(program.eval(), tuple(example_inputs))
+    module = _named_module(program, input_names, output_names, signature_key)
     kwargs = dict(zip(input_names, example_inputs, strict=True))
     edge = lt.signature(signature_key, module, sample_kwargs=kwargs).convert()
     return bytes(edge.model_content())

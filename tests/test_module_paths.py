@@ -1,0 +1,54 @@
+"""Module paths survive into the emitted artifacts: a user who opens one in Netron or Model
+Explorer sees the torch module each tensor comes from, and ``--localize`` matches tensors
+to the PyTorch reference by them."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mirror.runners.tflite_file import module_path, read_tflite
+
+
+class _Heads(nn.Module):
+    """Two ModuleLists of identical Sequentials: stock names cannot tell them apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.main = nn.ModuleList(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()) for _ in range(2))
+        self.refine = nn.ModuleList(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()) for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        for i in range(2):
+            y = self.refine[i](self.main[i](y)) + y
+        return torch.tanh(y)
+
+
+def test_module_path_reads_both_naming_schemes():
+    assert module_path("warp/aflow_net/netRefine.3/0;4") == "aflow_net.netRefine.3.0"
+    assert module_path("warp/aflow_net/netRefine.3/1;;warp/aflow_net/netRefine.3/0;4") == "aflow_net.netRefine.3.1"
+    stock = "__main__.M/__main__.Block_enc/torch.nn.modules.conv.Conv2d_conv;1"
+    assert module_path(stock) == "enc.conv"
+    assert module_path("arith.constant3") == ""
+    assert module_path("warp;17") == ""
+
+
+def test_tflite_tensors_carry_module_paths(tmp_path):
+    from mirror.targets.tflite import convert_to_bytes
+
+    torch.manual_seed(0)
+    model = _Heads().eval()
+    x = torch.randn(1, 3, 16, 16)
+    program = torch.export.export(model, (x,))
+    path = tmp_path / "heads.tflite"
+    path.write_bytes(convert_to_bytes(program, (x,), ["image"], ["out"], "heads"))
+    fb = read_tflite(path)
+    assert fb.signature_key == "heads"
+    assert [n for n, _ in fb.signature_inputs] == ["image"] and [n for n, _ in fb.signature_outputs] == ["out"]
+    paths = {module_path(fb.tensors[o].name) for op in fb.ops for o in op.outputs}
+    # Every conv of both lists is told apart (the ReLU fused into a conv names its output).
+    for i in range(2):
+        assert {f"main.{i}.1", f"refine.{i}.1"} <= paths, sorted(paths)
+    assert "stem" in paths
