@@ -66,6 +66,7 @@ from mirror.precisions import for_target
 from mirror.runners.onnxruntime import ORT_LEVELS, ORT_NP, OnnxRuntimeRunner
 from mirror.targets.base import Artifact, EmitterBase, describe_artifact
 from mirror.targets.index_region import index_region
+from mirror.targets.onnx_names import label_module_paths
 
 MIN_OPSET = 16  # GridSample entered the default domain in opset 16.
 DEFAULT_OPSET = 18
@@ -386,6 +387,7 @@ def export_onnx(
         raise MirrorError(f"ONNX export of {graph} failed: {one_line(exc)}") from exc
     if model is None:
         raise MirrorError(f"ONNX export of {graph} produced no model")
+    label_module_paths(model)
     return model
 
 

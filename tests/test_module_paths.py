@@ -52,3 +52,22 @@ def test_tflite_tensors_carry_module_paths(tmp_path):
     for i in range(2):
         assert {f"main.{i}.1", f"refine.{i}.1"} <= paths, sorted(paths)
     assert "stem" in paths
+
+
+def test_onnx_nodes_and_tensors_carry_module_paths():
+    from mirror.targets.onnx import export_onnx, simplify_onnx
+    from mirror.targets.onnx_names import fx_name
+    from mirror.targets.onnx_names import module_path as onnx_path
+
+    torch.manual_seed(0)
+    model = _Heads().eval()
+    x = torch.randn(1, 3, 16, 16)
+    program = torch.export.export(model, (x,))
+    onnx_model, _ = simplify_onnx(export_onnx(program, (x,), ["image"], ["out"], graph="heads"))
+    convs = [n for n in onnx_model.graph.node if n.op_type == "Conv"]
+    paths = {onnx_path(n.name) for n in convs}
+    assert paths == {"stem", "main.0.0", "main.1.0", "refine.0.0", "refine.1.0"}, paths
+    fx_nodes = {n.name for n in program.graph.nodes}
+    for node in convs:  # each conv's output tensor is named after its FX node, under its path
+        assert onnx_path(node.output[0]) == onnx_path(node.name) and fx_name(node.output[0]) in fx_nodes
+    assert [o.name for o in onnx_model.graph.output] == ["out"]
