@@ -70,6 +70,7 @@ from mirror.passes.registry import lowering_passes
 from mirror.precisions import for_target
 from mirror.runners.coreml import CoreMLRunner
 from mirror.targets.base import Artifact, EmitterBase, describe_artifact
+from mirror.targets.coreml_names import module_path_names, record_module_paths
 from mirror.targets.index_region import index_region
 
 PALETTIZE_MIN_WEIGHTS = 10_000
@@ -308,7 +309,7 @@ class CoreMLEmitter(EmitterBase):
         ]
         outputs = [ct.TensorType(name=n, dtype=np.float32) for n in output_names]
         try:
-            with _quiet():
+            with _quiet(), module_path_names(program) as paths:
                 mlmodel = ct.convert(
                     program,
                     inputs=inputs,
@@ -320,6 +321,7 @@ class CoreMLEmitter(EmitterBase):
                 )
         except Exception as exc:  # noqa: BLE001 - one clear line for the user
             raise MirrorError(f"Core ML conversion of {graph} failed: {one_line(exc)}") from exc
+        record_module_paths(mlmodel, paths)
         return mlmodel, kept
 
 

@@ -4,6 +4,7 @@ to the PyTorch reference by them."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -71,3 +72,25 @@ def test_onnx_nodes_and_tensors_carry_module_paths():
     for node in convs:  # each conv's output tensor is named after its FX node, under its path
         assert onnx_path(node.output[0]) == onnx_path(node.name) and fx_name(node.output[0]) in fx_nodes
     assert [o.name for o in onnx_model.graph.output] == ["out"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_coreml_ops_carry_module_paths(tmp_path, precision):
+    from mirror.targets.coreml import CoreMLEmitter, _load_spec
+    from mirror.targets.coreml_names import module_path as coreml_path
+    from mirror.targets.coreml_names import read_module_paths
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 16, 16)
+    program = torch.export.export(_Heads().eval(), (x,)).run_decompositions({})
+    names = [n.name for n in program.graph.nodes]
+    art = CoreMLEmitter().emit(program, "heads", precision, tmp_path, example_inputs=(x,),
+                               input_names=["image"], output_names=["out"])  # fmt: skip
+    assert [n.name for n in program.graph.nodes] == names  # the program is left as it was
+    spec = _load_spec(art.path)
+    paths = read_module_paths(spec)
+    ops = next(iter(spec.mlProgram.functions["main"].block_specializations.values())).operations
+    conv_paths = {coreml_path(op.outputs[0].name, paths) for op in ops if op.type == "conv"}
+    assert conv_paths == {"stem", "main.0.0", "main.1.0", "refine.0.0", "refine.1.0"}, conv_paths
+    # The names themselves show the path too (sanitized to identifiers by coremltools).
+    assert any(op.outputs[0].name.startswith("refine_1_0_") for op in ops if op.type == "conv")
