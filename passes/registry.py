@@ -13,19 +13,22 @@ from __future__ import annotations
 from mirror.passes import (  # noqa: F401
     broadcast_as_gather,
     cleanup,
+    constant_folding,
     contiguous_inputs,
     core_aten,
     float_clamp_bounds,
     gpu_grid_sample,
     litert_gather,
+    rank_legalization,
     split_wide_conv,
     strip_correlation,
 )
 from mirror.passes.base import PipelineSpec
 
 PIPELINES: dict[str, PipelineSpec] = {
-    # Any exported model: no-op nodes out; the backends take it from there.
-    "default": [("drop_aliases", {})],
+    # Any exported model: no-op nodes out, input-independent subgraphs folded; the backends
+    # take it from there.
+    "default": [("drop_aliases", {}), ("fold_constants", {})],
 }
 
 # The DIVTON warper exported in its full PF-AFN form.

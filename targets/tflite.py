@@ -237,6 +237,8 @@ class TFLiteEmitter(EmitterBase):
         """The passes a LiteRT artifact goes through after the shared pipeline."""
         return [
             *lowering_passes(lowering),  # first, so it is shared with a Core ML pipeline of the same lowering
+            ("fold_constants", {}),  # the lowering's own index constants, and affine_grid's base grid
+            ("legalize_rank", {}),
             ("litert::split_wide_conv", {"max_in_channels": 512}),
             ("litert::broadcast_as_gather", {}),
             ("litert::gather_v1", {}),
