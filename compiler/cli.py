@@ -28,7 +28,7 @@ _HELP: dict[str, str] = {
     "compile": "export, transform, emit and verify LiteRT / Core ML / ONNX artifacts",
     "doctor": "report package versions and whether the LiteRT GPU accelerator works here",
     "preview": "run VITOFF Preview on a video and write its context store",
-    "tryon": "run the Runtime phase: put a garment on a previewed video",
+    "tryon": "put a garment on a video (no arguments: the built-in sample)",
     "validate": "rerun parity for a build's artifacts, or for one model file, on fresh or given inputs",
 }
 

@@ -41,7 +41,7 @@ def cut_box(img: np.ndarray, box: np.ndarray, fill: float | int) -> np.ndarray:
     return out
 
 
-def _nearest_resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
+def nearest_resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     ri = np.minimum(((np.arange(h) + 0.5) * img.shape[0] / h).astype(np.intp), img.shape[0] - 1)
     ci = np.minimum(((np.arange(w) + 0.5) * img.shape[1] / w).astype(np.intp), img.shape[1] - 1)
     return img[ri[:, None], ci[None, :]]
@@ -54,7 +54,7 @@ def to_dnn(img: np.ndarray, box: np.ndarray, fill: float | int, nearest: bool = 
     rh, rw = DNN_H - top - bottom, DNN_W - left - right
     crop = cut_box(img, box, fill)
     if nearest:
-        small = _nearest_resize(crop, rh, rw)
+        small = nearest_resize(crop, rh, rw)
     else:
         small = resize(crop, rh, rw)
         if img.dtype == np.uint8:
@@ -69,5 +69,5 @@ def from_dnn(img: np.ndarray, paddings: np.ndarray, w: int, h: int, nearest: boo
     top, bottom, left, right = (int(v) for v in paddings)
     content = img[top : DNN_H - bottom, left : DNN_W - right]
     if nearest:
-        return _nearest_resize(content, h, w)
+        return nearest_resize(content, h, w)
     return resize(content, h, w)

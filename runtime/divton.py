@@ -94,6 +94,7 @@ class DivtonRunner:
         self.roi_mode = roi_mode
         self.calls = 0
         self.seconds = 0.0
+        self.latencies_ms: list[float] = []  # per keyframe: warp + gen, inputs and outputs included
 
     def inputs(self, request: KeyframeRequest) -> dict[str, np.ndarray]:
         """The warp graph's inputs for one keyframe."""
@@ -121,6 +122,8 @@ class DivtonRunner:
         warped = self.warp.run(self.inputs(request))
         out = self.gen.run({"gen_input": warped["gen_input"]})
         self.calls += 1
-        self.seconds += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self.seconds += dt
+        self.latencies_ms.append(1e3 * dt)
         rgb = np.clip(np.rint((out["tryon"][0].transpose(1, 2, 0) + 1.0) * 127.5), 0, 255).astype(np.uint8)
         return rgb, out["gen_mask"][0, 0] > 0.5

@@ -7,8 +7,10 @@ inside the garment are filled (background not connected to the border becomes ga
 by geodesic reconstruction from the border), and a 3x3 opening removes specks. This is
 the threshold-plus-clean-up recipe of the paper's app, in numpy.
 
-Images load from ``.npy`` (uint8 [H,W,3] or [H,W,4]) or binary ``.ppm`` (P6); convert other
-formats first, e.g. ``ffmpeg -i cloth.jpg cloth.ppm``.
+Images load through Pillow (see image.py). A photo with an alpha channel (a cut-out
+PNG or WebP) gives its mask directly: alpha > 127 is garment. A mask that comes out
+empty or covering the whole picture (all-white, all-black or textured backgrounds
+defeat the threshold) is refused with a hint to pass one with ``--edge``.
 """
 
 from __future__ import annotations
@@ -20,31 +22,16 @@ import numpy as np
 
 from mirror import MirrorError
 
-from .crop import to_dnn
+from .crop import letterbox_paddings, to_dnn
+from .image import load_image
 from .imgproc import dilate3x3, rgb_to_gray
 
-
-def load_image(path: str | Path) -> np.ndarray:
-    """uint8 RGB [H,W,3] from a .npy or binary .ppm file."""
-    path = Path(path)
-    if not path.is_file():
-        raise MirrorError(f"garment image {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            img = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise MirrorError(f"{path} is not a numpy array file ({exc})") from None
-    elif suffix in (".ppm", ".pnm"):
-        img = _read_ppm(path)
-    else:
-        raise MirrorError(
-            f"{path}: garment images are read from .npy or .ppm; convert it first, "
-            f"e.g. `ffmpeg -i {path.name} {path.stem}.ppm`"
-        )
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4) or min(img.shape[:2]) < 8:
-        raise MirrorError(f"{path}: expected a uint8 RGB image [H,W,3], got {img.dtype} {list(img.shape)}")
-    return np.ascontiguousarray(img[..., :3])
+# A garment fills part of its photo: below 2% the mask found nothing, above 97% it is
+# the whole rectangle (a uniform or textured background that no threshold separates).
+MIN_COVER, MAX_COVER = 0.02, 0.97
+# Share of mask pixels whose 3x3 neighbourhood is all mask: about 0.96 for a garment on a
+# plain background at 256x192, about 0.6 when a busy background breaks the mask into specks.
+MIN_SOLIDITY = 0.8
 
 
 def _load_mask_array(path: str | Path) -> np.ndarray:
@@ -59,34 +46,6 @@ def _load_mask_array(path: str | Path) -> np.ndarray:
     if m.ndim not in (2, 3) or not (np.issubdtype(m.dtype, np.number) or m.dtype == np.bool_):
         raise MirrorError(f"{path}: expected a mask [H,W] of numbers, got {m.dtype} {list(m.shape)}")
     return m
-
-
-def _read_ppm(path: Path) -> np.ndarray:
-    data = path.read_bytes()
-    fields: list[bytes] = []
-    pos = 0
-    while len(fields) < 4:  # magic, width, height, maxval; '#' starts a comment line
-        while pos < len(data) and data[pos : pos + 1].isspace():
-            pos += 1
-        if data[pos : pos + 1] == b"#":
-            pos = data.find(b"\n", pos) + 1 or len(data)
-            continue
-        end = pos
-        while end < len(data) and not data[end : end + 1].isspace():
-            end += 1
-        if end == pos:
-            raise MirrorError(f"{path}: truncated PPM header")
-        fields.append(data[pos:end])
-        pos = end
-    if fields[0] != b"P6" or not all(f.isdigit() for f in fields[1:]) or int(fields[3]) != 255:
-        raise MirrorError(f"{path}: only 8-bit binary PPM (P6, maxval 255) is read")
-    w, h = int(fields[1]), int(fields[2])
-    pixels = (
-        np.frombuffer(data, np.uint8, count=w * h * 3, offset=pos + 1) if len(data) >= pos + 1 + w * h * 3 else None
-    )
-    if pixels is None:
-        raise MirrorError(f"{path}: PPM data is shorter than {w}x{h} pixels")
-    return pixels.reshape(h, w, 3).copy()
 
 
 def otsu_threshold(gray: np.ndarray) -> int:
@@ -132,7 +91,7 @@ class Garment:
     edge: np.ndarray
 
     @classmethod
-    def from_image(cls, rgb: np.ndarray, mask: np.ndarray | None = None) -> Garment:
+    def from_image(cls, rgb: np.ndarray, mask: np.ndarray | None = None, name: str = "the garment") -> Garment:
         h, w = rgb.shape[:2]
         box = np.array([0.0, 0.0, w, h])
         canvas = to_dnn(rgb, box, 255)
@@ -140,16 +99,41 @@ class Garment:
             edge = edge_mask(canvas).astype(np.float32)
         else:
             edge = to_dnn(np.asarray(mask, np.uint8), box, 0, nearest=True).astype(np.float32)
+        check_mask(edge, letterbox_paddings(w, h), name, found=mask is None)
         cloth = canvas.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1.0
         return cls(cloth=np.ascontiguousarray(cloth), edge=edge[None, None])
 
     @classmethod
     def load(cls, path: str | Path, mask_path: str | Path | None = None) -> Garment:
-        rgb = load_image(path)
-        mask = None
+        rgb, alpha = load_image(path)
+        mask = None if alpha is None else alpha > 127
         if mask_path is not None:
-            m = load_image(mask_path) if Path(mask_path).suffix.lower() != ".npy" else _load_mask_array(mask_path)
-            mask = (m[..., 0] if m.ndim == 3 else m) > 0
+            if Path(mask_path).suffix.lower() == ".npy":
+                m = _load_mask_array(mask_path)
+                mask = (m[..., 0] if m.ndim == 3 else m) > 0
+            else:
+                m, m_alpha = load_image(mask_path)
+                mask = (m_alpha if m_alpha is not None else m[..., 0]) > 127
             if mask.shape != rgb.shape[:2]:
                 raise MirrorError(f"edge mask {mask_path} is {list(mask.shape)}, the garment {list(rgb.shape[:2])}")
-        return cls.from_image(rgb, mask)
+        return cls.from_image(rgb, mask, str(path))
+
+
+def check_mask(edge: np.ndarray, paddings: np.ndarray, name: str, found: bool) -> None:
+    """Refuse a garment mask that is empty or covers the whole photo: the try-on would be wrong."""
+    top, bottom, left, right = (int(v) for v in paddings)
+    inside = edge[top : edge.shape[0] - bottom, left : edge.shape[1] - right]
+    cover = float(inside.mean()) if inside.size else 0.0
+    how = "found from the photo" if found else "given"
+    hint = ("pass a mask with --edge (white garment on black), or use a photo of the garment on a plain "
+            "background or a cut-out PNG with transparency")
+    if cover < MIN_COVER:
+        raise MirrorError(f"the garment mask {how} for {name} is empty ({cover:.1%} of the picture); {hint}")
+    if cover > MAX_COVER:
+        raise MirrorError(f"the garment mask {how} for {name} covers the whole picture ({cover:.1%}), "
+                          f"so no garment was told apart from the background; {hint}")
+    solid = inside > 0.5
+    solidity = float(_erode3x3(solid).sum()) / max(1, int(solid.sum()))
+    if found and solidity < MIN_SOLIDITY:
+        raise MirrorError(f"the garment mask {how} for {name} is fragmented (only {solidity:.0%} of it lies "
+                          f"inside the mask's own outline: a textured or busy background?); {hint}")

@@ -9,8 +9,10 @@ For every frame (960x540 portrait RGB) Preview
 2. otherwise tracks the surviving keypoints from the previous frame with pyramidal LK,
    moves the box by their mean displacement, fits the TPS from current to keyframe
    points, and evaluates the WE (NCC) and KE triggers;
-3. records box, parsing crop (or ROI mask) at 256x192, keypoints, letterbox paddings,
-   the TPS (what regenerates the grid), NCC and its threshold, KE and the decision.
+3. records box, keypoints, letterbox paddings, the TPS (what regenerates the grid), NCC
+   and its threshold, KE and the decision; keyframes also keep their parsing crop (or
+   ROI mask) at 256x192, the only frames DIVTON sees, so memory grows by a few hundred
+   bytes per ordinary frame.
 
 Nothing here calls a DNN: the parser is an optional callable (frame -> labels). Runtime
 replays the records (see replay.py) without repeating any of this.
@@ -77,7 +79,7 @@ class PreviewResult:
     ncc: np.ndarray  # [T] float32 (NaN where not measured)
     ncc_threshold: np.ndarray  # [T] float32
     tps_error: np.ndarray  # [T] float32 (KE; inf when no spline)
-    parsing: np.ndarray  # [T,256,192] uint8 parsing crop (ROI mode: 1 inside the ROI)
+    parsing: np.ndarray  # [K,256,192] uint8 parsing crop of each DNN frame, in order (ROI mode: 1 inside the ROI)
     stage_ms: dict[str, np.ndarray]  # stage -> [T] milliseconds
     frame_size: tuple[int, int] = (FRAME_H, FRAME_W)
     mask_source: str = "roi"
@@ -249,7 +251,7 @@ class Preview:
             "tps_ctrl": ctrl, "tps_coef": coef, "tps_norm": norm,
             "paddings": letterbox_paddings(bw, bh), "ncc": ncc_val,
             "ncc_threshold": st["thr"], "tps_error": ke,
-            "parsing": st["crop"] if dnn else self._crop(labels, st["box"]),
+            "parsing": st["crop"] if dnn else None,  # DIVTON sees keyframes only
             "stage_ms": timings,
         }
 
@@ -269,7 +271,8 @@ class Preview:
             tps_ctrl=col("tps_ctrl", np.float64), tps_coef=col("tps_coef", np.float64),
             tps_norm=col("tps_norm", np.float64), paddings=col("paddings", np.int32),
             ncc=col("ncc", np.float32), ncc_threshold=col("ncc_threshold", np.float32),
-            tps_error=col("tps_error", np.float32), parsing=col("parsing", np.uint8),
+            tps_error=col("tps_error", np.float32),
+            parsing=np.stack([r["parsing"] for r in rows if r["dnn"]]).astype(np.uint8),
             stage_ms={s: np.array([r["stage_ms"][s] for r in rows]) for s in STAGES},
             frame_size=self.frame_size,
             mask_source="parser" if self.parser is not None else "roi",

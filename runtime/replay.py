@@ -15,7 +15,8 @@ Runtime runs once per garment and repeats none of Preview's tracking. For each f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def keyframe_request(store: ContextStore, t: int, frame: np.ndarray) -> Keyframe
     """Build the DNN input of frame t from the stored box and parsing crop."""
     box = store["boxes"][t]
     person = to_dnn(frame, box, 255)
-    parsing = store.parsing[t]
+    parsing = store.parsing_at(t)
     person = np.where((parsing == 0)[..., None], np.uint8(255), person)
     return KeyframeRequest(t, person, parsing, box.copy(), store["paddings"][t].copy())
 
@@ -94,49 +95,77 @@ def paste(frame: np.ndarray, sel: np.ndarray, colour: np.ndarray, x0: int, y0: i
     return out
 
 
-def iter_replay(store: ContextStore | str | Path, dnn: TryOn, frames: Sequence[np.ndarray] | np.ndarray,
-                interpolation: str = "bicubic", grid_step: int = 1) -> Iterator[np.ndarray]:
-    """Yield the composited frames one by one (uint8 [960,540,3])."""
+def _keyframe(store: ContextStore, t: int, frame: np.ndarray, dnn: TryOn) -> tuple[np.ndarray, tuple]:
+    """Run the DNN on frame t and paste its answer; returns (frame, keyframe state)."""
+    x0, y0, bw, bh = box_pixels(store["boxes"][t])
+    rgb, mask = _check_dnn_answer(t, dnn(keyframe_request(store, t, frame)))
+    pad = store["paddings"][t]
+    colour = from_dnn(rgb, pad, bw, bh)
+    paste_mask = from_dnn(mask, pad, bw, bh, nearest=True)
+    key = (Source(colour), Source(paste_mask.astype(np.float32)), x0, y0)
+    return composite(frame, colour, paste_mask, x0, y0), key
+
+
+def _tracked(store: ContextStore, t: int, frame: np.ndarray, key: tuple, interpolation: str,
+             grid_step: int) -> np.ndarray:
+    """Frame t composited by replaying the stored TPS onto the last keyframe's output."""
+    fh, fw = store.frame_size
+    x0, y0, bw, bh = box_pixels(store["boxes"][t])
+    spline = TPS.from_arrays(store["tps_ctrl"][t], store["tps_coef"][t], store["tps_norm"][t],
+                             int(store["n_points"][t]))
+    # Only the part of the moved box inside the frame is evaluated.
+    xa, xb = max(0, x0), min(fw, x0 + bw)
+    ya, yb = max(0, y0), min(fh, y0 + bh)
+    if xa >= xb or ya >= yb:
+        return frame.copy()
+    mx, my = spline.grid(xa, ya, xb - xa, yb - ya, step=grid_step)
+    mx -= key[2]
+    my -= key[3]
+    sel = warp_mask(key[1], mx, my)
+    colour = warp_colour(key[0], mx, my, sel, interpolation)
+    return paste(frame, sel, colour, xa, ya, xb - xa)
+
+
+def iter_replay(store: ContextStore | str | Path, dnn: TryOn, frames: Iterable[np.ndarray],
+                interpolation: str = "bicubic", grid_step: int = 1,
+                keyframe_ms: list[float] | None = None) -> Iterator[np.ndarray]:
+    """Yield the composited frames one by one (uint8 [960,540,3]) as `frames` yields them.
+
+    `frames` may be any iterable (a decoder, an array); it must hold the store's frame
+    count. `keyframe_ms`, if given, receives the milliseconds of each DNN frame spent
+    outside `dnn` (crop, paste-back): the compositing an every-frame DNN would also pay.
+    """
     if not isinstance(store, ContextStore):
         store = open_store(store)
     n = store.frames
-    if len(frames) != n:
-        raise MirrorError(f"the context store was made from {n} frames, got {len(frames)}")
     fh, fw = store.frame_size
     key = None  # (colour Source, mask Source, x0, y0) of the last keyframe output
-    for t in range(n):
-        frame = np.asarray(frames[t])
+    t = -1
+    for t, frame in enumerate(frames):
+        if t >= n:
+            raise MirrorError(f"the context store was made from {n} frames; the video has more")
+        frame = np.asarray(frame)
         if frame.shape != (fh, fw, 3) or frame.dtype != np.uint8:
             raise MirrorError(f"frame {t + 1} must be uint8 [{fh},{fw},3], got "
                               f"{frame.dtype} {list(frame.shape)}")
-        box = store["boxes"][t]
-        x0, y0, bw, bh = box_pixels(box)
         if store["dnn"][t]:
-            rgb, mask = _check_dnn_answer(t, dnn(keyframe_request(store, t, frame)))
-            pad = store["paddings"][t]
-            colour = from_dnn(rgb, pad, bw, bh)
-            paste_mask = from_dnn(mask, pad, bw, bh, nearest=True)
-            key = (Source(colour), Source(paste_mask.astype(np.float32)), x0, y0)
-            yield composite(frame, colour, paste_mask, x0, y0)
-            continue
-        n_pts = int(store["n_points"][t])
-        spline = TPS.from_arrays(store["tps_ctrl"][t], store["tps_coef"][t], store["tps_norm"][t],
-                                 n_pts)
-        # Only the part of the moved box inside the frame is evaluated.
-        xa, xb = max(0, x0), min(fw, x0 + bw)
-        ya, yb = max(0, y0), min(fh, y0 + bh)
-        if xa >= xb or ya >= yb:
-            yield frame.copy()
-            continue
-        mx, my = spline.grid(xa, ya, xb - xa, yb - ya, step=grid_step)
-        mx -= key[2]
-        my -= key[3]
-        sel = warp_mask(key[1], mx, my)
-        colour = warp_colour(key[0], mx, my, sel, interpolation)
-        yield paste(frame, sel, colour, xa, ya, xb - xa)
+            t0, calls = time.perf_counter(), _dnn_seconds(dnn)
+            out, key = _keyframe(store, t, frame, dnn)
+            if keyframe_ms is not None:
+                keyframe_ms.append(1e3 * (time.perf_counter() - t0 - (_dnn_seconds(dnn) - calls)))
+            yield out
+        else:
+            yield _tracked(store, t, frame, key, interpolation, grid_step)
+    if t + 1 != n:
+        raise MirrorError(f"the context store was made from {n} frames, the video has {t + 1}")
 
 
-def replay(store: ContextStore | str | Path, dnn: TryOn, frames: Sequence[np.ndarray] | np.ndarray,
+def _dnn_seconds(dnn: TryOn) -> float:
+    """Seconds the try-on callable reports it spent (0 when it keeps no count)."""
+    return float(getattr(dnn, "seconds", 0.0))
+
+
+def replay(store: ContextStore | str | Path, dnn: TryOn, frames: Iterable[np.ndarray],
            interpolation: str = "bicubic", grid_step: int = 1) -> np.ndarray:
     """Composite the garment into every frame: uint8 [T,960,540,3].
 

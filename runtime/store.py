@@ -2,16 +2,20 @@
 
 A store is a plain folder:
 
-    manifest.json   {"format": "mirror-vitoff-context", "version": 1, "frames": T,
-                     "frame_size": [960, 540], "files": {name: {"bytes": n, "sha256": hex}}}
+    manifest.json   {"format": "mirror-vitoff-context", "version": 2, "frames": T,
+                     "frame_size": [960, 540], "files": {name: {"bytes": n, "sha256": hex}},
+                     "source": {"bytes": n, "sha256": hex}}
     context.npz     per-frame arrays (boxes, keypoints, TPS, paddings, NCC, KE, decisions)
-    parsing.npz     per-frame 256x192 parsing crops (ROI mask in ROI mode), compressed
+    parsing.npz     256x192 parsing crops (ROI mask in ROI mode) of the DNN frames, in
+                    frame order, compressed
     preview.json    human-readable decisions, dnn_fraction, per-stage milliseconds
 
 Payloads are numpy .npz archives read with allow_pickle=False (data, never code).
 Opening a store checks the manifest's format and version, every file's size (a
 truncated file) and SHA-256 (a changed byte), then every array's dtype and shape;
 any mismatch is a one-line MirrorError, so Runtime never replays a damaged context.
+`source` fingerprints the video Preview read (size and SHA-256 of the file), so a
+store is never replayed onto another video (``check_source``).
 Stores are written into a temporary sibling folder and renamed into place; an
 existing folder is replaced only if it is itself a store (or empty).
 """
@@ -34,7 +38,7 @@ from mirror.files import sha256_of
 from .preview import STAGES, PreviewResult
 
 FORMAT = "mirror-vitoff-context"
-VERSION = 1
+VERSION = 2
 MANIFEST = "manifest.json"
 _CONTEXT = "context.npz"
 _PARSING = "parsing.npz"
@@ -98,11 +102,19 @@ def _is_store(path: Path) -> bool:
         return False
 
 
-def write_store(path: str | Path, res: PreviewResult, extra: dict | None = None) -> Path:
+def video_fingerprint(video: str | Path) -> dict:
+    """What identifies a video file: its size and SHA-256."""
+    video = Path(video)
+    return {"bytes": video.stat().st_size, "sha256": sha256_of(video)}
+
+
+def write_store(path: str | Path, res: PreviewResult, extra: dict | None = None,
+                source: dict | None = None) -> Path:
     """Write `res` as a context store at `path`, atomically.
 
     Refuses to replace anything that is not a context store (or an empty folder).
-    `extra` adds keys to preview.json (e.g. source video, placement).
+    `extra` adds keys to preview.json (e.g. source video, placement); `source` is the
+    video's fingerprint (``video_fingerprint``).
     """
     path = Path(path)
     if path.exists():
@@ -125,7 +137,7 @@ def write_store(path: str | Path, res: PreviewResult, extra: dict | None = None)
         manifest = {
             "format": FORMAT, "version": VERSION, "writer": f"mirror {__version__}",
             "frames": res.frames, "frame_size": list(res.frame_size),
-            "max_points": int(res.points.shape[1]), "files": files,
+            "max_points": int(res.points.shape[1]), "files": files, "source": source,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         for name in (*files, MANIFEST):
@@ -190,8 +202,9 @@ def _check_arrays(arrays: dict[str, np.ndarray], parsing: np.ndarray, t: int, p:
         if a is None or str(a.dtype) != dtype or a.shape != want:
             got = "missing" if a is None else f"{a.dtype} {list(a.shape)}"
             raise MirrorError(f"{where}: array '{name}' should be {dtype} {list(want)}, got {got}")
-    if parsing.dtype != np.uint8 or parsing.shape != (t, 256, 192):
-        raise MirrorError(f"{where}: parsing crops should be uint8 [{t}, 256, 192]")
+    k = int(arrays["dnn"].sum())
+    if parsing.dtype != np.uint8 or parsing.shape != (k, 256, 192):
+        raise MirrorError(f"{where}: parsing crops should be uint8 [{k}, 256, 192], one per DNN frame")
     if t < 1 or not arrays["dnn"][0]:
         raise MirrorError(f"{where}: the first frame must be a DNN keyframe")
     kf = arrays["keyframe"]
@@ -211,6 +224,7 @@ class ContextStore:
         self.arrays = arrays
         self.parsing = parsing
         self.preview = preview
+        self._key_index: np.ndarray | None = None
 
     @property
     def frames(self) -> int:
@@ -223,6 +237,22 @@ class ContextStore:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
+
+    def parsing_at(self, t: int) -> np.ndarray:
+        """The parsing crop of DNN frame t."""
+        if self._key_index is None:
+            self._key_index = np.cumsum(self.arrays["dnn"]) - 1
+        return self.parsing[self._key_index[t]]
+
+    def check_source(self, video: str | Path) -> None:
+        """Refuse a video other than the one Preview read (size and SHA-256 differ)."""
+        want = self.manifest.get("source")
+        if not isinstance(want, dict):
+            raise MirrorError(f"context store '{self.path}' does not record its video; rerun `mirror preview`")
+        video = Path(video)
+        if video.stat().st_size != want.get("bytes") or video_fingerprint(video) != want:
+            raise MirrorError(f"context store '{self.path}' was made from another video than '{video}'; "
+                              "run `mirror preview` on this video (or give its own --context)")
 
 
 def open_store(path: str | Path) -> ContextStore:

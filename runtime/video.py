@@ -1,25 +1,26 @@
-"""Video input for VITOFF without OpenCV or ffmpeg: YUV4MPEG2 (.y4m) and .npy clips.
+"""Video input for VITOFF: any common container through PyAV, plus .npy clips.
 
-A phone app hands decoded frames to the runtime; on a workstation the `mirror preview`
-command reads either
-- `.y4m` (YUV4MPEG2, 8-bit C420jpeg / C420paldv / C420mpeg2 / C420 / C422 / C444 / Cmono),
-  converted to RGB with the BT.601 matrix (limited range unless the header says
-  XCOLORRANGE=FULL); 4:2:0 and 4:2:2 chroma is upsampled by pixel replication, or
-- `.npy`: a uint8 array [T,H,W,3] of RGB frames (loaded with allow_pickle=False).
+PyAV wraps FFmpeg's demuxers and decoders (its wheels bundle FFmpeg, so no system
+ffmpeg is needed): .mp4 .mov .avi .mkv .webm .y4m and whatever else FFmpeg reads.
+Frames are decoded one at a time, on demand, so memory does not grow with the clip.
+Each frame comes out upright: the stream's display matrix (the rotation phones record
+instead of turning the pixels) is applied. Timestamps are kept as the file has them,
+so a variable-frame-rate clip can be written back with its own timing.
 
-VITOFF processes frames at 960x540 portrait (540 wide, 960 high). `fit_to_portrait`
-scales a clip uniformly so it fits inside 540x960 (antialiased linear resampling) and
-centres it on a black canvas; the scale and offset are returned so coordinates given
-on the original video (e.g. a region of interest) can be mapped onto the processed
-frames. Frames that are already 540x960 pass through untouched.
+`.npy` (a uint8 array [T,H,W,3] of RGB frames, memory-mapped, allow_pickle=False) is
+read too, at 30 fps, for tests and for apps that hand over decoded frames.
+
+VITOFF processes frames at 960x540 portrait (540 wide, 960 high). `Placement` says
+how a source frame is scaled and centred on that black canvas, so coordinates given
+on the original video (e.g. a region of interest) map onto the processed frames and
+the try-on maps back onto the source.
 """
 
 from __future__ import annotations
 
-import mmap
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from mirror import MirrorError
 from .imgproc import resize
 
 FRAME_H, FRAME_W = 960, 540
-_FFMPEG_HINT = "convert it first, e.g. `ffmpeg -i in.mp4 -pix_fmt yuv420p out.y4m`"
+NPY_FPS = Fraction(30)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class Placement:
     scale: float
     offset_x: int
     offset_y: int
+    width: int = 0  # the scaled source's size on the canvas
+    height: int = 0
 
     def to_canvas(self, x: float, y: float) -> tuple[float, float]:
         return x * self.scale + self.offset_x, y * self.scale + self.offset_y
@@ -50,202 +53,22 @@ class Placement:
                 "offset_x": self.offset_x, "offset_y": self.offset_y}
 
 
-def _yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, full_range: bool) -> np.ndarray:
-    """BT.601 YCbCr -> RGB uint8 (arrays [T,H,W], chroma already at luma resolution)."""
-    yf = y.astype(np.float32)
-    cb = u.astype(np.float32) - 128.0
-    cr = v.astype(np.float32) - 128.0
-    if full_range:
-        r = yf + 1.402 * cr
-        g = yf - 0.344136 * cb - 0.714136 * cr
-        b = yf + 1.772 * cb
-    else:
-        yf = (yf - 16.0) * (255.0 / 219.0)
-        k = 255.0 / 224.0
-        r = yf + 1.402 * k * cr
-        g = yf - (0.344136 * cb + 0.714136 * cr) * k
-        b = yf + 1.772 * k * cb
-    rgb = np.stack([r, g, b], axis=-1)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+def placement(src_h: int, src_w: int, height: int = FRAME_H, width: int = FRAME_W) -> Placement:
+    """Scale a src_h x src_w frame uniformly to fit inside height x width, centred."""
+    if (src_h, src_w) == (height, width):
+        return Placement(src_w, src_h, 1.0, 0, 0, width, height)
+    scale = min(height / src_h, width / src_w)
+    nh, nw = max(1, round(src_h * scale)), max(1, round(src_w * scale))
+    return Placement(src_w, src_h, scale, (width - nw) // 2, (height - nh) // 2, nw, nh)
 
 
-def rgb_to_yuv(rgb: np.ndarray, full_range: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """RGB uint8 [...,3] -> BT.601 (Y, Cb, Cr) float32 planes, limited range by default."""
-    f = rgb.astype(np.float32)
-    r, g, b = f[..., 0], f[..., 1], f[..., 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = (b - y) / 1.772
-    cr = (r - y) / 1.402
-    if full_range:
-        return y, cb + 128.0, cr + 128.0
-    return y * (219.0 / 255.0) + 16.0, cb * (224.0 / 255.0) + 128.0, cr * (224.0 / 255.0) + 128.0
-
-
-_SUBSAMPLING = {  # colourspace tag -> (chroma x divisor, chroma y divisor), None = no chroma
-    "420jpeg": (2, 2), "420paldv": (2, 2), "420mpeg2": (2, 2), "420": (2, 2),
-    "422": (2, 1), "444": (1, 1), "mono": None,
-}
-
-
-class Y4MReader:
-    """An 8-bit YUV4MPEG2 file, memory-mapped: frames decode one at a time.
-
-    Opening parses the stream header and locates every FRAME (one step per frame, never
-    per pixel), so a truncated or corrupt file is refused before any work is done.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        path = Path(path)
-        self.path = path
-        try:
-            self._fh = open(path, "rb")
-            size = os.fstat(self._fh.fileno()).st_size
-            data = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        except (OSError, ValueError) as exc:
-            raise MirrorError(f"cannot read video '{path}': {getattr(exc, 'strerror', None) or exc}") from None
-        self._data = data
-        nl = data.find(b"\n", 0, 4096)
-        if data[:9] != b"YUV4MPEG2" or nl < 0:
-            raise MirrorError(f"'{path}' is not a YUV4MPEG2 file (no 'YUV4MPEG2' header)")
-        fields = bytes(data[:nl]).decode("ascii", "replace").split()[1:]
-        params = {f[0]: f[1:] for f in fields if f}
-        try:
-            width, height = int(params["W"]), int(params["H"])
-        except (KeyError, ValueError):
-            raise MirrorError(f"'{path}': YUV4MPEG2 header lacks a valid W/H size") from None
-        if width <= 0 or height <= 0:
-            raise MirrorError(f"'{path}': YUV4MPEG2 frame size {width}x{height} is invalid")
-        cs = params.get("C", "420jpeg")
-        if cs not in _SUBSAMPLING:
-            raise MirrorError(f"'{path}': YUV4MPEG2 colourspace C{cs} is not supported "
-                              f"(8-bit 420jpeg/420paldv/420mpeg2/420/422/444/mono are); "
-                              "re-encode with `ffmpeg -i in.y4m -pix_fmt yuv420p out.y4m`")
-        interlace = params.get("I", "p")
-        if interlace not in ("p", "?"):
-            raise MirrorError(f"'{path}': interlaced YUV4MPEG2 (I{interlace}) is not supported")
-        self.width, self.height = width, height
-        self.full_range = any(f.upper() == "XCOLORRANGE=FULL" for f in fields)
-        self.sub = _SUBSAMPLING[cs]
-        self.ysize = width * height
-        cw, ch = (0, 0) if self.sub is None else (-(-width // self.sub[0]), -(-height // self.sub[1]))
-        self.cw, self.ch = cw, ch
-        frame_bytes = self.ysize + 2 * cw * ch
-        self.frame_bytes = frame_bytes
-        offsets = []
-        pos = nl + 1
-        n = len(data)
-        while pos < n:  # one iteration per frame header, never per pixel
-            fnl = data.find(b"\n", pos, pos + 1024)
-            if data[pos : pos + 5] != b"FRAME" or fnl < 0:
-                raise MirrorError(f"'{path}': corrupt YUV4MPEG2 stream (no FRAME header at byte {pos})")
-            start = fnl + 1
-            if start + frame_bytes > n:
-                raise MirrorError(f"'{path}' is truncated: frame {len(offsets) + 1} has "
-                                  f"{n - start} of {frame_bytes} bytes")
-            offsets.append(start)
-            pos = start + frame_bytes
-        if not offsets:
-            raise MirrorError(f"'{path}' holds no frames")
-        self.offsets = offsets
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-    def frame(self, k: int) -> np.ndarray:
-        """Frame k as RGB uint8 [H,W,3]."""
-        raw = np.frombuffer(self._data, np.uint8, self.frame_bytes, self.offsets[k])
-        h, w, ys = self.height, self.width, self.ysize
-        y = raw[:ys].reshape(h, w)
-        if self.sub is None:
-            u = v = np.full_like(y, 128)
-        else:
-            sx, sy = self.sub
-            cs = self.cw * self.ch
-            u = raw[ys : ys + cs].reshape(self.ch, self.cw)
-            v = raw[ys + cs :].reshape(self.ch, self.cw)
-            u = np.repeat(np.repeat(u, sy, axis=0), sx, axis=1)[:h, :w]
-            v = np.repeat(np.repeat(v, sy, axis=0), sx, axis=1)[:h, :w]
-        return _yuv_to_rgb(y, u, v, self.full_range)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for k in range(len(self)):
-            yield self.frame(k)
-
-
-def read_y4m(path: str | Path) -> np.ndarray:
-    """Decode a whole 8-bit YUV4MPEG2 file to RGB uint8 [T,H,W,3]."""
-    return np.stack(list(Y4MReader(path)))
-
-
-def write_y4m(path: str | Path, frames: np.ndarray, colorspace: str = "420jpeg", fps: int = 30) -> None:
-    """Write RGB uint8 [T,H,W,3] as 8-bit YUV4MPEG2 (limited-range BT.601).
-
-    Chroma is subsampled by averaging 2x2 (or 2x1) blocks; H and W must be even for 4:2:0.
-    """
-    frames = np.asarray(frames)
-    t, h, w, _ = frames.shape
-    sub = _SUBSAMPLING[colorspace]
-    y, u, v = rgb_to_yuv(frames)
-    planes = [y.reshape(t, -1)]
-    if sub is not None:
-        sx, sy = sub
-        if h % sy or w % sx:
-            raise ValueError(f"C{colorspace} needs a frame size divisible by ({sx}, {sy})")
-        for c in (u, v):
-            c = c.reshape(t, h // sy, sy, w // sx, sx).mean(axis=(2, 4))
-            planes.append(c.reshape(t, -1))
-    payload = np.clip(np.rint(np.concatenate(planes, axis=1)), 0, 255).astype(np.uint8)
-    header = f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C{colorspace}\n".encode()
-    with open(path, "wb") as fh:
-        fh.write(header)
-        for k in range(t):
-            fh.write(b"FRAME\n")
-            fh.write(payload[k].tobytes())
-
-
-def open_video(path: str | Path) -> Y4MReader | np.ndarray:
-    """A .y4m (decoded lazily, frame by frame) or .npy clip; anything else is a MirrorError.
-
-    The result supports len() and iteration over RGB uint8 [H,W,3] frames.
-    """
-    path = Path(path)
-    ext = path.suffix.lower()
-    if not path.exists():
-        raise MirrorError(f"video '{path}' does not exist")
-    if ext == ".y4m":
-        return Y4MReader(path)
-    if ext == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False, mmap_mode="r")
-        except (ValueError, OSError) as exc:
-            raise MirrorError(f"cannot read '{path}' as a numpy array: {exc}") from None
-        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3 or arr.shape[0] == 0:
-            raise MirrorError(f"'{path}' must hold uint8 RGB frames [T,H,W,3], "
-                              f"got {arr.dtype} {list(arr.shape)}")
-        return arr
-    raise MirrorError(f"unsupported video format '{ext or path.name}': only .y4m and .npy are read; "
-                      + _FFMPEG_HINT)
-
-
-def read_video(path: str | Path) -> np.ndarray:
-    """Read a whole .y4m or .npy clip as RGB uint8 [T,H,W,3]."""
-    clip = open_video(path)
-    return np.asarray(clip) if isinstance(clip, np.ndarray) else np.stack(list(clip))
-
-
-def load_frames(path: str | Path, height: int = FRAME_H,
-                width: int = FRAME_W) -> tuple[np.ndarray, Placement]:
-    """Read a clip straight onto the processing canvas, one frame in memory at a time.
-
-    Returns uint8 [T, height, width, 3] and the Placement of the source on the canvas.
-    """
-    clip = open_video(path)
-    first = np.asarray(clip[0] if isinstance(clip, np.ndarray) else clip.frame(0))
-    _, place = fit_to_portrait(first[None], height, width)
-    out = np.empty((len(clip), height, width, 3), np.uint8)
-    for k, frame in enumerate(clip):  # one frame at a time bounds memory for long videos
-        out[k] = fit_to_portrait(np.asarray(frame)[None], height, width)[0][0]
-    return out, place
+def on_canvas(scaled: np.ndarray, place: Placement, height: int = FRAME_H, width: int = FRAME_W) -> np.ndarray:
+    """A frame already scaled to the placement's size, centred on the black canvas."""
+    if scaled.shape[:2] == (height, width):
+        return scaled
+    out = np.zeros((height, width, 3), np.uint8)
+    out[place.offset_y : place.offset_y + place.height, place.offset_x : place.offset_x + place.width] = scaled
+    return out
 
 
 def fit_to_portrait(frames: np.ndarray, height: int = FRAME_H,
@@ -255,12 +78,140 @@ def fit_to_portrait(frames: np.ndarray, height: int = FRAME_H,
     Returns the processed frames and the Placement that maps source to canvas pixels.
     """
     t, h, w, _ = frames.shape
-    if (h, w) == (height, width):
-        return frames, Placement(w, h, 1.0, 0, 0)
-    scale = min(height / h, width / w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    oy, ox = (height - nh) // 2, (width - nw) // 2
-    out = np.zeros((t, height, width, 3), np.uint8)
-    for k in range(t):  # one resize per frame (vectorized inside)
-        out[k, oy : oy + nh, ox : ox + nw] = np.clip(np.rint(resize(frames[k], nh, nw)), 0, 255)
-    return out, Placement(w, h, scale, ox, oy)
+    place = placement(h, w, height, width)
+    if place.scale == 1.0:
+        return frames, place
+    out = np.stack([on_canvas(_resize_uint8(f, place.height, place.width), place, height, width) for f in frames])
+    return out, place
+
+
+def _resize_uint8(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    return np.clip(np.rint(resize(img, h, w)), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class Frame:
+    """One decoded frame: its timestamp (in the clip's time base) and its pixels, upright."""
+
+    pts: int
+    _av: object | None = None  # av.VideoFrame, decoded but not yet converted
+    _rgb: np.ndarray | None = None
+    rotation: int = 0  # counter-clockwise quarter turns that make the frame upright
+
+    def rgb(self) -> np.ndarray:
+        """RGB uint8 [H,W,3] at the source's display size."""
+        if self._rgb is None:
+            self._rgb = _upright(self._av.to_ndarray(format="rgb24"), self.rotation)
+        return self._rgb
+
+    def scaled(self, height: int, width: int) -> np.ndarray:
+        """RGB uint8 [height,width,3] (display orientation), scaled by FFmpeg when possible."""
+        if self._av is None or self._rgb is not None:
+            rgb = self.rgb()
+            return rgb if rgb.shape[:2] == (height, width) else _resize_uint8(rgb, height, width)
+        h, w = (width, height) if self.rotation % 2 else (height, width)
+        small = self._av.reformat(width=w, height=h, format="rgb24", interpolation="AREA")
+        return _upright(small.to_ndarray(), self.rotation)
+
+
+def _upright(rgb: np.ndarray, quarter_turns: int) -> np.ndarray:
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns % 4 else rgb
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the writer needs to reproduce the source: display size, rate, timing, audio."""
+
+    width: int
+    height: int
+    fps: Fraction
+    time_base: Fraction
+    frames: int  # exact for .npy and most .mp4; an estimate from the duration otherwise
+    rotation: int  # quarter turns applied to make frames upright
+    has_audio: bool
+
+
+class VideoClip:
+    """A video file opened for reading; iterate it for Frames (decoded one at a time)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise MirrorError(f"video '{self.path}' does not exist")
+        if self.path.suffix.lower() == ".npy":
+            self._array = _open_npy(self.path)
+            t, h, w, _ = self._array.shape
+            self.info = VideoInfo(w, h, NPY_FPS, 1 / NPY_FPS, t, 0, False)
+        else:
+            self._array = None
+            self.info = _probe(self.path)
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._array is not None:
+            for k in range(len(self._array)):
+                yield Frame(k, _rgb=np.asarray(self._array[k]))
+            return
+        yield from _decode(self.path, self.info.rotation)
+
+
+def open_video(path: str | Path) -> VideoClip:
+    """Open a clip (checked before any decoding); a file FFmpeg cannot read is a MirrorError."""
+    return VideoClip(path)
+
+
+def _open_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        raise MirrorError(f"cannot read '{path}' as a numpy array: {exc}") from None
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3 or arr.shape[0] == 0:
+        raise MirrorError(f"'{path}' must hold uint8 RGB frames [T,H,W,3], got {arr.dtype} {list(arr.shape)}")
+    return arr
+
+
+def _not_a_video(path: Path, why: object) -> MirrorError:
+    return MirrorError(f"cannot read video '{path}' ({why}); give an .mp4, .mov, .avi, .mkv, .webm or .y4m file")
+
+
+def _probe(path: Path) -> VideoInfo:
+    """Open the file, decode its first frame (size, rotation) and read the stream's timing."""
+    import av
+
+    try:
+        with av.open(str(path)) as box:
+            if not box.streams.video:
+                raise _not_a_video(path, "it has no video stream")
+            vs = box.streams.video[0]
+            first = next(box.decode(vs), None)
+            if first is None:
+                raise MirrorError(f"video '{path}' holds no frames")
+            turns = round((first.rotation or 0) / 90) % 4
+            fps = Fraction(vs.average_rate or vs.guessed_rate or NPY_FPS)
+            duration = float(vs.duration * vs.time_base) if vs.duration else (box.duration or 0) / 1e6
+            frames = int(vs.frames) or max(1, round(duration * fps))
+            w, h = (first.height, first.width) if turns % 2 else (first.width, first.height)
+            return VideoInfo(w, h, fps, Fraction(vs.time_base), frames, turns, bool(box.streams.audio))
+    except av.FFmpegError as exc:
+        raise _not_a_video(path, getattr(exc, "strerror", None) or exc) from None
+
+
+def _decode(path: Path, turns: int) -> Iterator[Frame]:
+    import av
+
+    k = 0
+    try:
+        with av.open(str(path)) as box:
+            vs = box.streams.video[0]
+            vs.thread_type = "AUTO"
+            for f in box.decode(vs):
+                # A frame without a timestamp (rare, raw streams) takes its index.
+                yield Frame(f.pts if f.pts is not None else k, _av=f, rotation=turns)
+                k += 1
+    except av.FFmpegError as exc:
+        raise MirrorError(f"video '{path}' is damaged after frame {k} ({exc}); re-export it") from None
+
+
+def canvas_frames(clip: VideoClip, place: Placement) -> Iterator[np.ndarray]:
+    """The clip's frames on the 960x540 processing canvas, one at a time."""
+    for frame in clip:
+        yield on_canvas(frame.scaled(place.height, place.width), place)

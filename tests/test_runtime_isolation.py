@@ -1,10 +1,11 @@
-"""The on-device runtime imports numpy, the standard library and the model runners only.
+"""The on-device runtime imports numpy, PyAV, Pillow, the standard library and the model runners only.
 
 Every module under runtime/ is imported in a fresh interpreter; afterwards none of the
 heavy or host-only packages may be loaded (torch, OpenCV, scipy, the compiler side, and
 not even the runners, which load only when a DNN runs). A static pass over the sources
-backs this up for imports hidden in functions: besides numpy and the standard library,
-only the runners layer and the shared file helpers may be named.
+backs this up for imports hidden in functions: besides numpy, the media libraries (av
+for video, PIL for images) and the standard library, only the runners layer and the
+shared file helpers may be named.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ FORBIDDEN = ["torch", "cv2", "scipy", "mirror.compiler", "mirror.graphs", "mirro
              "onnxruntime"]
 RUNTIME_DIR = Path(mirror.runtime.__file__).resolve().parent
 RUNNERS = {"mirror.runners.litert", "mirror.runners.onnxruntime", "mirror.files"}
+MEDIA = {"av", "PIL"}
 
 
 def _modules() -> list[str]:
@@ -63,5 +65,5 @@ def test_runtime_sources_name_no_forbidden_import() -> None:
                 continue
             for name in names:
                 top = name.split(".")[0]
-                ok = top in stdlib or top == "numpy" or name == "mirror" or name in RUNNERS
+                ok = top in stdlib or top in MEDIA or top == "numpy" or name == "mirror" or name in RUNNERS
                 assert ok, f"{path.name} imports {name}"
