@@ -150,24 +150,34 @@ def _options(fb: Any, op: Any) -> dict[str, int]:
     return {}
 
 
+def _our_levels(tensor_name: str) -> list[str] | None:
+    """The levels of a name our LiteRT target wrote (root, modules..., FX node), else None."""
+    parts = tensor_name.split(";;")[0].split(";")[0].split("/")
+    return parts if len(parts) >= 2 and "." not in parts[0] else None
+
+
+def fx_node(tensor_name: str) -> str:
+    """The FX node a tensor of our artifacts comes from ('' for other names)."""
+    levels = _our_levels(tensor_name)
+    return levels[-1] if levels else ""
+
+
 def module_path(tensor_name: str) -> str:
     """The torch module path a tensor name encodes ('' for the root module or none).
 
-    Our artifacts name a tensor ``<graph>/<path relative to parent>/...;N``
-    (``warp/aflow_net/netRefine.3/0;4`` is ``aflow_net.netRefine.3.0``, see
-    ``targets/tflite.py``). Stock litert-torch writes ``<root class>/<class>_<attribute>/...``
-    (``__main__.M/torch.nn.modules.conv.Conv2d_conv``), whose root is a dotted class name;
-    there the attribute is what follows the first ``_`` after a class's last dot (class names
-    are CamelCase), and a ModuleList's own name is lost. A fused activation joins two names
-    with ``;;``, the activation's (the tensor's final value) first. Constants
-    (``arith.constant3``) and inputs give ''.
+    Our artifacts name a tensor ``<graph>/<path relative to parent>/.../<FX node>;N``
+    (``warp/aflow_net/netRefine.3/0/conv2d_12;4`` is node ``conv2d_12`` of
+    ``aflow_net.netRefine.3.0``, see ``targets/tflite.py``). Stock litert-torch writes
+    ``<root class>/<class>_<attribute>/...`` (``__main__.M/torch.nn.modules.conv.Conv2d_conv``),
+    whose root is a dotted class name; there the attribute is what follows the first ``_``
+    after a class's last dot (class names are CamelCase), and a ModuleList's own name is
+    lost. A fused activation joins two names with ``;;``, the activation's (the tensor's
+    final value) first. Constants (``arith.constant3``) and inputs give ''.
     """
-    name = tensor_name.split(";;")[0].split(";")[0]
-    parts = name.split("/")
-    if len(parts) < 2:
-        return ""
-    if "." not in parts[0]:
-        return ".".join(parts[1:])
+    levels = _our_levels(tensor_name)
+    if levels is not None:
+        return ".".join(levels[1:-1])
+    parts = tensor_name.split(";;")[0].split(";")[0].split("/")
     attrs = []
     for part in parts[1:]:
         attr = part[part.rfind(".") + 1 :].partition("_")[2]

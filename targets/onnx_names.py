@@ -6,7 +6,8 @@ FX node (``conv2d_3``), and keeps the module path only in metadata
 and the quantizers drop. ``label_module_paths`` writes the path into the names themselves,
 before any of those steps: node ``features.0/conv2d``, tensor ``features.0/conv2d`` (the FX
 node's name stays the last ``/`` part, so validation matches tensors to the PyTorch
-reference by it). Graph inputs, outputs and initializers keep their names.
+reference by it; ``runners.taps.split_onnx_name`` reads both parts). Graph inputs, outputs
+and initializers keep their names.
 """
 
 from __future__ import annotations
@@ -15,16 +16,6 @@ import ast
 from typing import Any
 
 _SCOPES = "pkg.torch.onnx.name_scopes"
-
-
-def module_path(name: str) -> str:
-    """The module path part of a labelled node or tensor name ('' for the root)."""
-    return name.rpartition("/")[0]
-
-
-def fx_name(name: str) -> str:
-    """The FX node (or exporter value) name part of a labelled name."""
-    return name.rpartition("/")[2]
 
 
 def _scopes(node: Any) -> list[str]:

@@ -10,7 +10,8 @@
   carry the given names (``person``, ``parsing``, ... / ``warped_cloth``, ...). litert-torch
   names the boundary tensors ``<key>_<input>`` and ``<key>_<output>_output``; apps should
   address them through the signature. Every other tensor is named after the torch module
-  path of the op that makes it (``warp/aflow_net/netRefine.3/0;4``, see ``_named_module``).
+  path and FX node of the op that makes it (``warp/aflow_net/netRefine.3/0/conv2d_12;4``, see
+  ``_named_module``).
   Layout stays NCHW, as in PyTorch (litert-torch inserts the transposes).
 - The precision recipes of ``mirror/precisions.py`` are realized with ai-edge-quantizer
   on the float flatbuffer: ``fp16`` = float16 weight casting, ``int8``/``int8-weight`` =
@@ -65,9 +66,10 @@ def _named_module(program: Any, input_names: list[str], output_names: list[str],
     level per module, each written ``<class>_<last attribute>``: a ModuleList's index hides
     which list it indexes (``netMain.0`` and ``netRefine.0`` both read ``Sequential_0``), and a
     wrapper module would put its own class at the root. Relabelled here, a level reads as its
-    path relative to its parent: ``warp/aflow_net/netRefine.3/0;4`` for
+    path relative to its parent and the innermost level is the FX node:
+    ``warp/aflow_net/netRefine.3/0/conv2d_12;4`` for node ``conv2d_12`` of
     ``aflow_net.netRefine.3.0`` (the root is ``root``, the signature key), which Netron and
-    Model Explorer show as is and ``runners.tflite_file.module_path`` reads back.
+    Model Explorer show as is and ``runners.tflite_file.module_path``/``fx_node`` read back.
     """
     import torch
 
@@ -109,6 +111,9 @@ def _label_module_paths(graph: Any, root: str) -> None:
             # An empty name makes litert-torch write the label alone (no "_<attribute>").
             labelled[key] = ("", relative or root)
             parent = path or parent
+        # The FX node itself as the innermost level: validation matches tensors to the
+        # reference's nodes by it (``--localize``).
+        labelled[f"{node.name}@fx"] = ("", node.name)
         node.meta["nn_module_stack"] = labelled
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mirror.runners.tflite_file import module_path, read_tflite
+from mirror.runners.tflite_file import fx_node, module_path, read_tflite
 
 
 class _Heads(nn.Module):
@@ -28,12 +28,14 @@ class _Heads(nn.Module):
 
 
 def test_module_path_reads_both_naming_schemes():
-    assert module_path("warp/aflow_net/netRefine.3/0;4") == "aflow_net.netRefine.3.0"
-    assert module_path("warp/aflow_net/netRefine.3/1;;warp/aflow_net/netRefine.3/0;4") == "aflow_net.netRefine.3.1"
+    assert module_path("warp/aflow_net/netRefine.3/0/conv2d_12;4") == "aflow_net.netRefine.3.0"
+    fused = "warp/aflow_net/netRefine.3/1/leaky_relu_9;;warp/aflow_net/netRefine.3/0/conv2d_12;4"
+    assert module_path(fused) == "aflow_net.netRefine.3.1" and fx_node(fused) == "leaky_relu_9"
     stock = "__main__.M/__main__.Block_enc/torch.nn.modules.conv.Conv2d_conv;1"
     assert module_path(stock) == "enc.conv"
     assert module_path("arith.constant3") == ""
-    assert module_path("warp;17") == ""
+    assert module_path("warp/mul_3;17") == "" and fx_node("warp/mul_3;17") == "mul_3"
+    assert fx_node(stock) == "" and fx_node("warp_person") == ""
 
 
 def test_tflite_tensors_carry_module_paths(tmp_path):
@@ -53,12 +55,14 @@ def test_tflite_tensors_carry_module_paths(tmp_path):
     for i in range(2):
         assert {f"main.{i}.1", f"refine.{i}.1"} <= paths, sorted(paths)
     assert "stem" in paths
+    fx_names = {n.name for n in program.graph.nodes}
+    named = [fb.tensors[o].name for op in fb.ops for o in op.outputs if fx_node(fb.tensors[o].name)]
+    assert named and all(fx_node(n) in fx_names for n in named)
 
 
 def test_onnx_nodes_and_tensors_carry_module_paths():
+    from mirror.runners.taps import split_onnx_name
     from mirror.targets.onnx import export_onnx, simplify_onnx
-    from mirror.targets.onnx_names import fx_name
-    from mirror.targets.onnx_names import module_path as onnx_path
 
     torch.manual_seed(0)
     model = _Heads().eval()
@@ -66,11 +70,12 @@ def test_onnx_nodes_and_tensors_carry_module_paths():
     program = torch.export.export(model, (x,))
     onnx_model, _ = simplify_onnx(export_onnx(program, (x,), ["image"], ["out"], graph="heads"))
     convs = [n for n in onnx_model.graph.node if n.op_type == "Conv"]
-    paths = {onnx_path(n.name) for n in convs}
+    paths = {split_onnx_name(n.name)[0] for n in convs}
     assert paths == {"stem", "main.0.0", "main.1.0", "refine.0.0", "refine.1.0"}, paths
     fx_nodes = {n.name for n in program.graph.nodes}
     for node in convs:  # each conv's output tensor is named after its FX node, under its path
-        assert onnx_path(node.output[0]) == onnx_path(node.name) and fx_name(node.output[0]) in fx_nodes
+        path, fx = split_onnx_name(node.output[0])
+        assert path == split_onnx_name(node.name)[0] and fx in fx_nodes
     assert [o.name for o in onnx_model.graph.output] == ["out"]
 
 

@@ -1,0 +1,107 @@
+"""Intermediate tensors ("taps") of an artifact run on a backend, each with the torch module
+path its name carries: what ``--localize`` compares with the PyTorch reference layer by layer.
+
+- LiteRT CPU: the interpreter with ``experimental_preserve_all_tensors`` keeps every op's
+  output (XNNPACK then runs about one partition per op; fused activations have no tensor of
+  their own, so a conv+ReLU reads as the ReLU's output). Integer tensors are dequantized
+  with their own scales. Names: ``runners.tflite_file.module_path``.
+- onnxruntime: onnxruntime's own debugging helpers
+  (``quantization.qdq_loss_debug``) add every float tensor as a graph output; the session
+  runs with graph optimizations off so the tensors are the exported ones. Names:
+  ``<module path>/<FX node name>`` (``targets/onnx_names.py`` writes them).
+- The LiteRT GPU accelerator exposes no intermediates (``CompiledModel`` has neither a
+  preserve-all-tensors mode nor a profiler): see ``GPU_TAPS_UNAVAILABLE``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mirror import MirrorError, one_line
+from mirror.runners.tflite_file import fx_node, read_tflite
+from mirror.runners.tflite_file import module_path as litert_module_path
+
+GPU_TAPS_UNAVAILABLE = (
+    "LiteRT's GPU accelerator exposes no intermediate tensors (no preserve-all-tensors mode, "
+    "no per-op profiler); localize on litert-cpu, which runs the same flatbuffer"
+)
+
+
+@dataclass
+class Tap:
+    """One intermediate tensor: its name in the artifact, module path, op and value."""
+
+    name: str
+    module: str
+    op: str
+    value: np.ndarray
+    fx: str = ""  # the FX node it was exported from, where the name says so
+
+
+def split_onnx_name(name: str) -> tuple[str, str]:
+    """(module path, FX node name) of a name ``targets/onnx_names.py`` wrote."""
+    path, _, fx = name.rpartition("/")
+    return path, fx
+
+
+def litert_cpu_taps(path: Path, feeds: dict[str, np.ndarray], signature: str | None = None) -> list[Tap]:
+    """Every op output of a .tflite on the CPU interpreter, in execution order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mirror.runners.litert import decode, encode
+
+    fb = read_tflite(path, signature)
+    inputs = {n: fb.tensors[i] for n, i in fb.signature_inputs}
+    try:
+        interp = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+        runner = interp.get_signature_runner(fb.signature_key)
+        runner(**{n: encode(t, feeds[n]) for n, t in inputs.items()})
+    except Exception as exc:  # noqa: BLE001 - one line for the user
+        raise MirrorError(f"LiteRT cannot run {path.name} with all tensors kept: {one_line(exc)}") from exc
+    taps = []
+    for op in fb.ops:
+        for index in op.outputs:
+            t = fb.tensors[index]
+            if index < 0 or t.dtype not in ("FLOAT32", "FLOAT16", "INT8", "UINT8", "INT16"):
+                continue
+            value = decode(t, np.array(interp.get_tensor(index)))
+            taps.append(Tap(t.name, litert_module_path(t.name), op.name, value.astype(np.float32), fx_node(t.name)))
+    return taps
+
+
+def onnxruntime_taps(path: Path, feeds: dict[str, np.ndarray]) -> list[Tap]:
+    """Every float tensor of an .onnx on onnxruntime (optimizations off), in graph order."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import qdq_loss_debug
+
+    if path.suffix.lower() != ".onnx":
+        raise MirrorError(f"{path.name}: intermediate tensors need the .onnx model (an .ort is already optimized)")
+    model = onnx.load(str(path), load_external_data=False)
+    producers = {out: node.op_type for node in model.graph.node for out in node.output if out}
+    with tempfile.TemporaryDirectory(prefix="mirror-taps-") as tmp:
+        augmented = Path(tmp) / "taps.onnx"
+        qdq_loss_debug.modify_model_output_intermediate_tensors(str(path), str(augmented))
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.log_severity_level = 3
+        session = ort.InferenceSession(str(augmented), sess_options=so, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        dtypes = {i.name: i.type for i in session.get_inputs()}
+        arrays = {n: np.asarray(feeds[n], np.float16 if dtypes[n] == "tensor(float16)" else np.float32)
+                  for n in dtypes}  # fmt: skip
+        values = dict(zip(names, session.run(names, arrays), strict=True))
+    # The helper saves each tensor flattened, as an output named after it plus this suffix.
+    saved_suffix = getattr(qdq_loss_debug, "_TENSOR_SAVE_POSTFIX", "_ReshapedSavedOutput")
+    taps = []
+    for name, op in producers.items():
+        saved = values.get(name + saved_suffix, values.get(name))
+        if saved is None:
+            continue
+        module, fx = split_onnx_name(name)
+        taps.append(Tap(name, module, op, np.asarray(saved, np.float32), fx))
+    return taps
