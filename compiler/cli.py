@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "compile": "mirror.compiler.cmd_compile",
     "doctor": "mirror.compiler.cmd_doctor",
     "preview": "mirror.compiler.cmd_preview",
+    "profile": "mirror.compiler.cmd_profile",
     "tryon": "mirror.compiler.cmd_tryon",
     "validate": "mirror.compiler.cmd_validate",
 }
@@ -28,6 +29,7 @@ _HELP: dict[str, str] = {
     "compile": "export, transform, emit and verify LiteRT / Core ML / ONNX artifacts",
     "doctor": "report package versions and whether the LiteRT GPU accelerator works here",
     "preview": "run VITOFF Preview on a video and write its context store",
+    "profile": "per-layer latency keyed by module path: measured here, estimated for phone GPUs, on a phone",
     "tryon": "put a garment on a video (no arguments: the built-in sample)",
     "validate": "rerun parity for a build's artifacts, or for one model file, on fresh or given inputs",
 }

@@ -29,6 +29,11 @@ def op_kind(node: torch.fx.Node) -> str:
     return name.split(".")[0]
 
 
+def is_pointwise(kind: str) -> bool:
+    """Whether an op kind (``op_kind``) is elementwise: one FLOP per output element."""
+    return kind in _POINTWISE
+
+
 def op_counts(program: ExportedProgram) -> Counter:
     """How many call_function nodes of each op kind the program holds."""
     return Counter(op_kind(n) for n in program.graph.nodes if n.op == "call_function")

@@ -363,8 +363,13 @@ def export_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     graph: str = "model",
+    optimize: bool = True,
 ) -> Any:
-    """``torch.onnx.export(dynamo=True)`` of an ExportedProgram (or nn.Module) -> ModelProto."""
+    """``torch.onnx.export(dynamo=True)`` of an ExportedProgram (or nn.Module) -> ModelProto.
+
+    ``optimize=False`` keeps one ONNX node per aten op (no Conv+BatchNorm folding), so every
+    node's metadata names the module it came from (the profiler maps times back by it).
+    """
     import torch
 
     try:
@@ -379,6 +384,7 @@ def export_onnx(
                 dynamo=True,
                 external_data=False,
                 verbose=False,
+                optimize=optimize,
             )
         model = onnx_program.model_proto
     except MirrorError:

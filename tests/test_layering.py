@@ -1,4 +1,4 @@
-"""Data flows one way: runners -> graphs -> passes -> targets -> validation -> compiler.
+"""Data flows one way: runners -> graphs -> passes -> targets -> validation -> profiling -> compiler.
 
 No module imports a layer above its own, and only the compiler (the CLI) drives runtime/.
 Runners stand under everything: they import no torch and nothing of the compile side, so
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["runners", "graphs", "passes", "targets", "validation", "compiler"]
+ORDER = ["runners", "graphs", "passes", "targets", "validation", "profiling", "compiler"]
 ROOT_MODULES = ["__init__.py", "files.py", "precisions.py"]
 
 

@@ -1,0 +1,152 @@
+"""``report.html``: one self-contained page (inline SVG, no script, no network) for a build.
+
+Sections, each present only when its data is: per-layer latency bars (measured and
+estimated side by side, per graph), GPU-delegate coverage (ours vs the stock converter),
+parity per artifact, runner and precision, the pass records, and artifact sizes per
+target and precision. Inputs are the build's report.json, validate.json and profile.json.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from mirror.files import atomic_path
+
+_COLORS = ["#3b6fb6", "#e08a2c", "#4a9a4a", "#b8433f", "#7d5ba6", "#8c6d3f", "#d17ab8", "#6f6f6f"]
+_CSS = """body{font:14px sans-serif;margin:24px;color:#222;max-width:1100px}h2{margin-top:32px}
+table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
+td:first-child,th:first-child{text-align:left}.fail{color:#b8433f;font-weight:bold}.legend span{margin-right:12px}
+.muted{color:#777}"""
+
+
+def bar_chart(plot_id: str, rows: list[str], series: dict[str, list[float | None]], unit: str) -> str:
+    """Grouped horizontal bars: one group per row, one bar per series, one shared scale."""
+    values = [v for vs in series.values() for v in vs if v]
+    if not rows or not values:
+        return f'<p class="muted" data-plot-empty="{escape(plot_id)}">no data</p>'
+    top = max(values)
+    bar_h, label_w, plot_w = 9, 300, 560
+    group_h = bar_h * len(series) + 8
+    height = group_h * len(rows) + 24
+    parts = [f'<svg data-plot="{escape(plot_id)}" width="{label_w + plot_w + 90}" height="{height}" role="img">']
+    for i, row in enumerate(rows):
+        y0 = 4 + i * group_h
+        parts.append(f'<text x="{label_w - 6}" y="{y0 + group_h / 2}" font-size="11" text-anchor="end" '
+                     f'dominant-baseline="middle">{escape(row[-48:])}</text>')  # fmt: skip
+        for k, (name, vs) in enumerate(series.items()):
+            v = vs[i] or 0.0
+            w = max(plot_w * v / top, 1.0 if v else 0.0)
+            y = y0 + k * bar_h
+            parts.append(
+                f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h - 1}" '
+                f'fill="{_COLORS[k % len(_COLORS)]}"><title>{escape(name)}: {v:.3g} {unit}</title></rect>'
+            )
+            parts.append(f'<text x="{label_w + w + 3:.1f}" y="{y + bar_h - 1}" font-size="9">{v:.3g}</text>')
+    parts.append(f'<text x="{label_w}" y="{height - 4}" font-size="10" class="muted">{escape(unit)}</text></svg>')
+    legend = "".join(f'<span style="color:{_COLORS[k % len(_COLORS)]}">&#9632; {escape(n)}</span>'
+                     for k, n in enumerate(series))  # fmt: skip
+    return f'<div class="legend">{legend}</div>' + "".join(parts)
+
+
+def latency_section(profile: dict[str, Any], key: str, n: int = 15) -> str:
+    """Per graph: the top layers by estimate ``key``, with every per-layer source beside it."""
+    out = ["<h2>Per-layer latency</h2>", f"<p>Top {n} layers by the estimate {escape(key)}; measured sources "
+           "beside it (this machine's CPU, or a phone). Whole-model figures below each chart.</p>"]  # fmt: skip
+    for g in profile.get("graphs", []):
+        rows = sorted(g["layers"], key=lambda r: r["estimated_ms"].get(key, 0.0), reverse=True)[:n]
+        sources = [s for s, m in g["measured"].items() if m["per_layer"]]
+        series = {f"estimated {key}": [r["estimated_ms"].get(key) for r in rows]}
+        series.update({f"measured {s}": [r["measured_ms"].get(s) for r in rows] for s in sources})
+        out.append(f"<h3>{escape(g['graph'])}: {g['flops'] / 1e9:.1f} GFLOPs</h3>")
+        out.append(bar_chart(f"latency-{g['graph']}", [r["layer"] for r in rows], series, "ms"))
+        whole = [f"{escape(s)}: {m['whole_ms']:.1f} ms" + ("" if m["per_layer"] else " (whole model only)")
+                 for s, m in g["measured"].items() if m["whole_ms"] is not None]  # fmt: skip
+        est = [f"{escape(k)}: {e['frame_ms']:.1f} ms" for k, e in g["estimated"].items()]
+        out.append(f"<p>measured whole model: {'; '.join(whole) or 'none'}<br>estimated frame: {'; '.join(est)}</p>")
+    return "".join(out)
+
+
+def coverage_section(report: dict[str, Any]) -> str:
+    """Share of ops on the GPU delegate per LiteRT artifact, ours beside the stock converter's."""
+    stock = {b["graph"]: b.get("gpu_delegate") or {} for b in report.get("baseline", [])}
+    arts = [a for a in report.get("artifacts", []) if a.get("target") == "tflite" and a.get("gpu_delegate")]
+    rows = [a["path"] for a in arts]
+    ours = [_share(a["gpu_delegate"]) for a in arts]
+    theirs = [_share(stock.get(a["graph"], {})) for a in arts]
+    return (
+        "<h2>GPU-delegate coverage</h2><p>Percent of ops the LiteRT GPU delegate runs; stock is litert-torch "
+        "on the unmodified graph.</p>" + bar_chart("coverage", rows, {"ours": ours, "stock": theirs}, "% of ops")
+    )
+
+
+def _share(gd: dict[str, Any]) -> float | None:
+    return 100.0 * gd["ops_on_gpu"] / gd["ops_total"] if gd.get("ops_total") else None
+
+
+def parity_section(report: dict[str, Any], validate: dict[str, Any] | None) -> str:
+    """PSNR per artifact and runner, with the table of max abs errors and verdicts."""
+    arts = (validate or report).get("artifacts", [])
+    runners = sorted({r for a in arts for r, p in (a.get("parity") or {}).items() if "psnr_db" in p})
+    rows = [Path(a["path"]).name for a in arts]
+    series = {r: [min((a.get("parity") or {}).get(r, {}).get("psnr_db") or 0.0, 150.0) or None for a in arts]
+              for r in runners}  # fmt: skip
+    table = ["<table><tr><th>artifact</th><th>precision</th>" + "".join(f"<th>{escape(r)}</th>" for r in runners)]
+    for a, name in zip(arts, rows, strict=True):
+        cells = []
+        for r in runners:
+            p = (a.get("parity") or {}).get(r, {})
+            text = f"{p['max_abs']:.2g} / {p['psnr_db']:.0f} dB" if "max_abs" in p else escape(p.get("skipped", "-"))
+            cells.append(f'<td class="{"" if p.get("passed", True) else "fail"}">{text}</td>')
+        table.append(f"<tr><td>{escape(name)}</td><td>{escape(a.get('precision', ''))}</td>{''.join(cells)}</tr>")
+    return (
+        "<h2>Parity</h2><p>PSNR of each artifact against PyTorch per runner (capped at 150 dB); the table gives "
+        "max abs / PSNR.</p>" + bar_chart("parity", rows, series, "dB") + "".join(table) + "</table>"
+    )
+
+
+def passes_section(report: dict[str, Any]) -> str:
+    head = "<tr><th>pass</th><th>graph</th><th>pipeline</th><th>ops removed</th><th>ops added</th>"
+    head += "<th>GFLOPs after</th><th>params after</th><th>max abs vs ref</th></tr>"
+    rows = [
+        f"<tr><td>{escape(p['name'])}</td><td>{escape(p['graph'])}</td><td>{escape(p.get('pipeline', ''))}</td>"
+        f"<td>{sum(p['ops_removed'].values())}</td><td>{sum(p['ops_added'].values())}</td>"
+        f"<td>{p['flops_after'] / 1e9:.2f}</td><td>{p['params_after']:,}</td>"
+        f"<td>{p['max_abs_vs_reference']:.2g}</td></tr>"
+        for p in report.get("passes", [])
+    ]
+    return f'<h2>Pass records</h2><table data-table="passes">{head}{"".join(rows)}</table>'
+
+
+def sizes_section(report: dict[str, Any]) -> str:
+    arts = report.get("artifacts", [])
+    rows = [a["path"] for a in arts]
+    return "<h2>Sizes</h2>" + bar_chart("sizes", rows, {"MB": [a.get("bytes", 0) / 1e6 for a in arts]}, "MB")
+
+
+def render(report: dict[str, Any] | None, profile: dict[str, Any] | None, validate: dict[str, Any] | None,
+           key: str = "adreno-750/fp16") -> str:  # fmt: skip
+    """The whole page."""
+    body = ["<h1>MIRROR build report</h1>"]
+    if profile:
+        body.append(latency_section(profile, key))
+    if report:
+        body += [coverage_section(report), parity_section(report, validate), passes_section(report),
+                 sizes_section(report)]  # fmt: skip
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>MIRROR report</title><style>{_CSS}</style>"
+            f"</head><body>{''.join(body)}</body></html>\n")  # fmt: skip
+
+
+def write_report(build: Path, out: Path | None = None, key: str = "adreno-750/fp16") -> Path:
+    """Write ``BUILD/report.html`` from whichever of report.json, validate.json, profile.json exist."""
+
+    def read(name: str) -> dict[str, Any] | None:
+        path = build / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    out = out or build / "report.html"
+    with atomic_path(out) as tmp:
+        tmp.write_text(render(read("report.json"), read("profile.json"), read("validate.json"), key))
+    return out
