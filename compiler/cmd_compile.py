@@ -113,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress()
     data = compile_all(config, progress)
     summary = data["summary"]
-    progress.log(f"wrote {config.out / 'report.json'} and {config.out / 'manifest.json'}")
+    from mirror.profiling.html import write_report
+
+    progress.log(f"wrote {config.out / 'report.json'}, {config.out / 'manifest.json'} and {write_report(config.out)}")
     for line in summary["emit_failed"] + summary["parity_failed"]:
         progress.log(f"FAILED {line}")
     allowed = " (allowed by --allow-cpu-fallback)" if config.allow_cpu_fallback else ""

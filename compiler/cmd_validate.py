@@ -55,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     report = validate(subjects, seed=seed, inputs=args.inputs, gpu_parity=args.gpu_parity, progress=progress)
     data = report.to_json()
     write_json(out, data)
+    if args.artifact is None and out.parent == args.build:
+        from mirror.profiling.html import write_report
+
+        write_report(args.build)
     print(_table(data))
     summary = data["summary"]
     verdict = "all parity checks passed" if summary["passed"] else "some checks FAILED"

@@ -140,12 +140,16 @@ def render(report: dict[str, Any] | None, profile: dict[str, Any] | None, valida
 
 
 def write_report(build: Path, out: Path | None = None, key: str = "adreno-750/fp16") -> Path:
-    """Write ``BUILD/report.html`` from whichever of report.json, validate.json, profile.json exist."""
+    """Write ``BUILD/report.html`` from whichever of report.json, validate.json, profile.json exist
+    (a validate.json or profile.json older than report.json belongs to an earlier compile: left out)."""
 
     def read(name: str) -> dict[str, Any] | None:
         path = build / name
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file() or (report.is_file() and path.stat().st_mtime < report.stat().st_mtime):
+            return None  # absent, or made for an earlier compile of this folder
+        return json.loads(path.read_text())
 
+    report = build / "report.json"
     out = out or build / "report.html"
     with atomic_path(out) as tmp:
         tmp.write_text(render(read("report.json"), read("profile.json"), read("validate.json"), key))
