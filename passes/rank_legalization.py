@@ -59,7 +59,7 @@ def _contiguous(t: torch.Tensor) -> bool:
     return True
 
 
-class _Builder:
+class Builder:
     """Inserts nodes before ``at``, with fake values and the source location of ``at``."""
 
     def __init__(self, program: ExportedProgram, at: Node) -> None:
@@ -86,7 +86,7 @@ class _Builder:
         return self.call(aten.view.default, x, list(shape))
 
 
-def _permute(b: _Builder, x: Node, perm: list[int]) -> Node:
+def _permute(b: Builder, x: Node, perm: list[int]) -> Node:
     """``x.permute(perm)`` through tensors of rank <= 4."""
     shape = _shape(x)
     pos = {d: i for i, d in enumerate(d for d in range(len(shape)) if shape[d] != 1)}
@@ -125,7 +125,7 @@ def _coalesce(shapes: list[list[int]], out: list[int]) -> list[list[int]] | None
     return groups if len(groups) <= MAX_RANK else None
 
 
-def _elementwise(b: _Builder, node: Node) -> Node | None:
+def _elementwise(b: Builder, node: Node) -> Node | None:
     """A pointwise op with broadcasting, run on the merged dimensions."""
     out = _shape(node)
     args = list(node.args)
@@ -155,7 +155,7 @@ def _split3(shape: list[int], dim: int) -> list[int]:
     return [math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1 :])]
 
 
-def _along(b: _Builder, node: Node) -> Node | None:
+def _along(b: Builder, node: Node) -> Node | None:
     """slice, select, cat, stack and (log-)softmax along one dimension, on 3-D views."""
     t, out = node.target, _shape(node)
     if t in (aten.cat.default, aten.stack.default):
@@ -179,7 +179,7 @@ _ALONG = {aten.cat.default, aten.stack.default, aten.select.int, aten.slice.Tens
           aten._softmax.default, aten._log_softmax.default}  # fmt: skip
 
 
-def _rewrite(b: _Builder, node: Node) -> Node | None:
+def _rewrite(b: Builder, node: Node) -> Node | None:
     t = node.target
     if t in _VIEWS:
         return node  # composed with its neighbours afterwards
@@ -201,7 +201,7 @@ def _rewrite(b: _Builder, node: Node) -> Node | None:
     return None
 
 
-def _elementwise_expand(b: _Builder, node: Node) -> Node | None:
+def _elementwise_expand(b: Builder, node: Node) -> Node | None:
     x, out = node.args[0], _shape(node)
     s = [1] * (len(out) - len(_shape(x))) + _shape(x)
     groups = _coalesce([s], out)
@@ -223,7 +223,7 @@ def _compose_views(program: ExportedProgram) -> int:
             chain_high = chain_high or len(_shape(src)) > MAX_RANK
             src = src.args[0]
         if chain_high:
-            b = _Builder(program, node)
+            b = Builder(program, node)
             node.replace_all_uses_with(b.reshape(src, _shape(node)))
             count += 1
     return count
@@ -242,7 +242,7 @@ def legalize_rank(program: ExportedProgram) -> PassResult:
         return PassResult(program, changed=False, details=details)
     program = copy.deepcopy(program)
     for node in _high_nodes(program):
-        new = _rewrite(_Builder(program, node), node)
+        new = _rewrite(Builder(program, node), node)
         if new is not None and new is not node:
             node.replace_all_uses_with(new)
             details["rewritten"] += 1

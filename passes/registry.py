@@ -18,6 +18,7 @@ from mirror.passes import (  # noqa: F401
     core_aten,
     float_clamp_bounds,
     gpu_grid_sample,
+    litert_constant_operands,
     litert_gather,
     rank_legalization,
     split_wide_conv,

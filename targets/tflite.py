@@ -246,6 +246,7 @@ class TFLiteEmitter(EmitterBase):
             ("legalize_rank", {}),
             ("litert::split_wide_conv", {"max_in_channels": 512}),
             ("litert::broadcast_as_gather", {}),
+            ("litert::constant_operands_4d", {}),
             ("litert::gather_v1", {}),
         ]
 
