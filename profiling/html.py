@@ -22,8 +22,12 @@ td:first-child,th:first-child{text-align:left}.fail{color:#b8433f;font-weight:bo
 .muted{color:#777}"""
 
 
-def bar_chart(plot_id: str, rows: list[str], series: dict[str, list[float | None]], unit: str) -> str:
-    """Grouped horizontal bars: one group per row, one bar per series, one shared scale."""
+def bar_chart(
+    plot_id: str, rows: list[str], series: dict[str, list[float | None]], unit: str,
+    labels: dict[str, list[str]] | None = None,
+) -> str:  # fmt: skip
+    """Grouped horizontal bars: one group per row, one bar per series, one shared scale;
+    ``labels`` replaces the printed value of a series' bars."""
     values = [v for vs in series.values() for v in vs if v]
     if not rows or not values:
         return f'<p class="muted" data-plot-empty="{escape(plot_id)}">no data</p>'
@@ -44,7 +48,8 @@ def bar_chart(plot_id: str, rows: list[str], series: dict[str, list[float | None
                 f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h - 1}" '
                 f'fill="{_COLORS[k % len(_COLORS)]}"><title>{escape(name)}: {v:.3g} {unit}</title></rect>'
             )
-            parts.append(f'<text x="{label_w + w + 3:.1f}" y="{y + bar_h - 1}" font-size="9">{v:.3g}</text>')
+            text = labels[name][i] if labels and name in labels else f"{v:.3g}"
+            parts.append(f'<text x="{label_w + w + 3:.1f}" y="{y + bar_h - 1}" font-size="9">{escape(text)}</text>')
     parts.append(f'<text x="{label_w}" y="{height - 4}" font-size="10" class="muted">{escape(unit)}</text></svg>')
     legend = "".join(f'<span style="color:{_COLORS[k % len(_COLORS)]}">&#9632; {escape(n)}</span>'
                      for k, n in enumerate(series))  # fmt: skip
@@ -53,15 +58,22 @@ def bar_chart(plot_id: str, rows: list[str], series: dict[str, list[float | None
 
 def latency_section(profile: dict[str, Any], key: str, n: int = 15) -> str:
     """Per graph: the top layers by estimate ``key``, with every per-layer source beside it."""
-    out = ["<h2>Per-layer latency</h2>", f"<p>Top {n} layers by the estimate {escape(key)}; measured sources "
-           "beside it (this machine's CPU, or a phone). Whole-model figures below each chart.</p>"]  # fmt: skip
+    out = ["<h2>Per-layer latency</h2>", f"<p>Top {n} layers by the estimate {escape(key)}, with every per-layer "
+           "source beside it (this machine's CPU, or a phone). Bars are each source's share of its own total, "
+           "so a phone estimate and a desktop CPU read on one scale; labels give milliseconds.</p>"]  # fmt: skip
     for g in profile.get("graphs", []):
         rows = sorted(g["layers"], key=lambda r: r["estimated_ms"].get(key, 0.0), reverse=True)[:n]
         sources = [s for s, m in g["measured"].items() if m["per_layer"]]
-        series = {f"estimated {key}": [r["estimated_ms"].get(key) for r in rows]}
-        series.update({f"measured {s}": [r["measured_ms"].get(s) for r in rows] for s in sources})
+        ms = {f"estimated {key}": [r["estimated_ms"].get(key) for r in rows]}
+        ms.update({f"measured {s}": [r["measured_ms"].get(s) for r in rows] for s in sources})
+        totals = {f"estimated {key}": sum(r["estimated_ms"].get(key, 0.0) for r in g["layers"])}
+        totals.update({f"measured {s}": sum(r["measured_ms"].get(s, 0.0) for r in g["layers"]) for s in sources})
+        share = {k: [100 * (v or 0.0) / totals[k] if totals[k] else None for v in vs] for k, vs in ms.items()}
+        labels = {k: [f"{v:.2f} ms" if v is not None else "-" for v in vs] for k, vs in ms.items()}
         out.append(f"<h3>{escape(g['graph'])}: {g['flops'] / 1e9:.1f} GFLOPs</h3>")
-        out.append(bar_chart(f"latency-{g['graph']}", [r["layer"] for r in rows], series, "ms"))
+        out.append(
+            bar_chart(f"latency-{g['graph']}", [r["layer"] for r in rows], share, "% of the source's total", labels)
+        )
         whole = [f"{escape(s)}: {m['whole_ms']:.1f} ms" + ("" if m["per_layer"] else " (whole model only)")
                  for s, m in g["measured"].items() if m["whole_ms"] is not None]  # fmt: skip
         est = [f"{escape(k)}: {e['frame_ms']:.1f} ms" for k, e in g["estimated"].items()]
