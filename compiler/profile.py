@@ -136,7 +136,8 @@ def _measure_here(subject: Subject, program: Any, opts: Options, progress: Progr
     if opts.torch:
         with progress.step(f"{unit.name}: PyTorch profiler"):
             per, whole = measure_torch.torch_layer_ms(unit.reference, unit.example_inputs, opts.runs)
-        out.append(table.Measured("pytorch", whole, per, "torch.profiler, eager reference, CPU"))
+        note = "torch.profiler on the eager reference, CPU; whole model timed without the profiler"
+        out.append(table.Measured("pytorch", whole, per, note))
     if opts.onnxruntime:
         with progress.step(f"{unit.name}: onnxruntime profiler"):
             model, note = _onnx_model(subject, program)

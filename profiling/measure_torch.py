@@ -3,11 +3,14 @@
 Each submodule's call is wrapped in a ``record_function`` range named after its module path
 (forward hooks), so the profiler's own events give the inclusive time of every module; a
 layer's time is its range minus the ranges of its submodules, and what the top-level
-forward does itself goes to ``(root)``. The keys match ``layers.layer_of``.
+forward does itself goes to ``(root)``. The keys match ``layers.layer_of``. The profiler
+slows the model down (about 2x on a 2-core CPU), so the whole-model time is taken from runs
+without it, and the layers' times add up to more than it.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 import torch
@@ -45,8 +48,13 @@ def _hook(module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
 def torch_layer_ms(
     module: nn.Module, inputs: tuple[torch.Tensor, ...], runs: int = 3
 ) -> tuple[dict[str, float], float]:
-    """(exclusive milliseconds per module path, whole-forward milliseconds), averaged over ``runs``."""
+    """(exclusive milliseconds per module path under the profiler, whole-forward milliseconds
+    without it), both averaged over ``runs``."""
     module(*inputs)  # warm-up: first-call allocations are not the model's time
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        module(*inputs)
+    whole = (time.perf_counter() - t0) * 1e3 / runs
     handles = _hook(module)
     try:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -60,7 +68,7 @@ def torch_layer_ms(
     for event in prof.events():
         if event.name.startswith(_PREFIX):
             inclusive[event.name[len(_PREFIX) :] or ROOT] += event.cpu_time_total / 1e3 / runs
-    return _exclusive(inclusive), inclusive.get(ROOT, 0.0)
+    return _exclusive(inclusive), whole
 
 
 def _exclusive(inclusive: dict[str, float]) -> dict[str, float]:
