@@ -11,6 +11,7 @@ from __future__ import annotations
 
 # Built-in passes register themselves on import.
 from mirror.passes import (  # noqa: F401
+    affine_grid,
     broadcast_as_gather,
     cleanup,
     constant_folding,
@@ -18,9 +19,12 @@ from mirror.passes import (  # noqa: F401
     core_aten,
     float_clamp_bounds,
     gpu_grid_sample,
+    index_as_select,
     litert_constant_operands,
     litert_gather,
+    litert_log_softmax,
     rank_legalization,
+    scatter_as_cat,
     split_wide_conv,
     strip_correlation,
 )
@@ -29,7 +33,7 @@ from mirror.passes.base import PipelineSpec
 PIPELINES: dict[str, PipelineSpec] = {
     # Any exported model: no-op nodes out, input-independent subgraphs folded; the backends
     # take it from there.
-    "default": [("drop_aliases", {}), ("fold_constants", {})],
+    "default": [("drop_aliases", {}), ("affine_grid", {}), ("fold_constants", {})],
 }
 
 # The DIVTON warper exported in its full PF-AFN form.

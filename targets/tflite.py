@@ -244,6 +244,9 @@ class TFLiteEmitter(EmitterBase):
             *lowering_passes(lowering),  # first, so it is shared with a Core ML pipeline of the same lowering
             ("fold_constants", {}),  # the lowering's own index constants, and affine_grid's base grid
             ("legalize_rank", {}),
+            ("scatter_as_cat", {}),
+            ("index_as_select", {}),
+            ("litert::log_softmax", {}),
             ("litert::split_wide_conv", {"max_in_channels": 512}),
             ("litert::broadcast_as_gather", {}),
             ("litert::constant_operands_4d", {}),

@@ -1,0 +1,75 @@
+"""``index_as_select``: indexing one dimension with a 1-D index becomes slices or a gather.
+
+``x[..., [1, 0]]`` (VoxelMorph swapping the grid's (y, x) to (x, y)) and ``x[:, idx]``
+export as ``aten.index.Tensor``, which litert-torch lowers to GATHER_ND, an op LiteRT's
+GPU delegate refuses. Indexing a single dimension with a 1-D index is ``index_select``
+along it. A constant index of a few entries is written as slices of its consecutive runs
+and a concat (SLICE, CONCATENATION); any other 1-D index becomes ``index_select``, which
+the LiteRT pipeline's ``litert::gather_v1`` turns into GATHER v1. Values are copied, so
+the rewrite is exact.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch.export import ExportedProgram
+from torch.fx import Node
+
+from mirror.passes.base import PassResult, register
+from mirror.passes.constant_folding import lifted_value
+from mirror.passes.graph_utils import prune_unused_state
+from mirror.passes.rank_legalization import Builder
+
+aten = torch.ops.aten
+MAX_SLICES = 16  # a longer constant index is gathered instead
+
+
+def _single_index(node: Node) -> tuple[int, Node] | None:
+    if node.op != "call_function" or node.target is not aten.index.Tensor:
+        return None
+    used = [(d, i) for d, i in enumerate(node.args[1]) if i is not None]
+    if len(used) != 1 or not isinstance(used[0][1], Node):
+        return None
+    val = used[0][1].meta.get("val")
+    if val is None or val.dim() != 1 or val.dtype not in (torch.int64, torch.int32):
+        return None
+    return used[0]
+
+
+def _runs(index: list[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of an index as [start, end) pairs."""
+    runs: list[tuple[int, int]] = []
+    for i in index:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def _rewrite(program: ExportedProgram, node: Node, dim: int, idx: Node) -> Node:
+    b = Builder(program, node)
+    x = node.args[0]
+    value = lifted_value(program, idx)
+    size = x.meta["val"].shape[dim]
+    if value is not None and value.numel() <= MAX_SLICES:
+        runs = _runs([int(i) % size for i in value.tolist()])
+        parts = [b.call(aten.slice.Tensor, x, dim, s, e, 1) for s, e in runs]
+        return parts[0] if len(parts) == 1 else b.call(aten.cat.default, parts, dim)
+    return b.call(aten.index_select.default, x, dim, idx)
+
+
+@register("index_as_select")
+def index_as_select(program: ExportedProgram) -> PassResult:
+    found = [n.name for n in program.graph.nodes if _single_index(n) is not None]
+    details: dict[str, Any] = {"rewritten": found}
+    if not found:
+        return PassResult(program, changed=False, details=details)
+    program = copy.deepcopy(program)
+    for node in [n for n in program.graph.nodes if n.name in found]:
+        node.replace_all_uses_with(_rewrite(program, node, *_single_index(node)))
+    prune_unused_state(program)
+    return PassResult(program, changed=True, details=details)
