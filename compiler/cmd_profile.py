@@ -124,7 +124,7 @@ def _list(text: str) -> list[str]:
 
 def _summary(profiles: list, out: Path, stem: str, page: Path | None) -> None:
     for p in profiles:
-        est = ", ".join(f"{k} {e['frame_ms']:.0f} ms" for k, e in p["estimated"].items())
+        est = ", ".join(f"{k} {e['frame_ms']:.3g} ms" for k, e in p["estimated"].items())
         print(f"{p['graph']}: estimated frame {est}")
     wrote = [str(out / f"{stem}profile.json"), str(out / f"{stem}profile.csv")] + ([str(page)] if page else [])
     print(f"{len(profiles)} graph(s) profiled; wrote {', '.join(wrote)}")

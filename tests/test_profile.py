@@ -238,3 +238,27 @@ def test_cli_rejects_a_recorded_output_for_many_graphs(tmp_path, capsys):
     (tmp_path / "report.json").write_text(json.dumps({"config": {"graphs": ["warp", "gen"]}, "artifacts": []}))
     code = cli.main(["profile", str(tmp_path), "--phone-output", f"cpu={DATA / 'gen_cpu_stdout.txt'}"])
     assert code == 1 and "--phone-output belongs to one graph" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def flowwarp_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    code = cli.main(["compile", "--model", "user_models:flow_warp", "--out", str(out), "--no-baseline",
+                     "--targets", "tflite,onnx", "--precisions", "fp32", "--gpu-check", "static"])  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_cli_profiles_a_build_here_and_on_a_phone(flowwarp_build, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", f"{_fake_adb(tmp_path).parent}{os.pathsep}{os.environ['PATH']}")
+    assert cli.main(["profile", str(flowwarp_build), "--runs", "1", "--adb"]) == 0
+    (g,) = json.loads((flowwarp_build / "profile.json").read_text())["graphs"]
+    measured = g["measured"]
+    assert measured["litert-cpu"]["whole_ms"] > 0 and not measured["litert-cpu"]["per_layer"]
+    assert "no per-op profiler" in measured["litert-cpu"]["note"]
+    assert measured["onnxruntime"]["per_layer"] and measured["phone-gpu"]["whole_ms"] == pytest.approx(62.46, rel=1e-3)
+    log = (tmp_path / "adb.log").read_text()
+    assert f"push {flowwarp_build / 'flowwarp_fp32.tflite'} /data/local/tmp/flowwarp_fp32.tflite" in log
+    assert 'data-plot="latency-flowwarp"' in (flowwarp_build / "report.html").read_text()
+    out = capsys.readouterr().out
+    assert "whole model only" in out and "estimated frame" in out
