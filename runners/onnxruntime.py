@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from mirror import MirrorError, one_line
 from mirror.runners.base import RunnerBase, missing_inputs
+
+# onnxruntime (1.32 on Linux) otherwise writes a device id and a telemetry event store
+# under ~/.cache/Microsoft/DeveloperTools when it loads; models run locally, with nothing
+# recorded about the user. Read when onnxruntime is imported, so it is set before that.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 ORT_LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 ORT_NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}

@@ -113,7 +113,7 @@ class Preview:
         self.roi = None if roi is None else np.asarray(roi, np.float64)
         self.parser = parser
         self.frame_size = frame_size
-        self._rows: list[dict] = []
+        self._cols = _Columns()
         self._t = 0
         self._lk_cache: dict = {}
 
@@ -147,10 +147,10 @@ class Preview:
                 y0, y1 = ys[0] - 20, ys[-1] + 1 + 30
                 box = np.array([x0, y0, x1 - x0, y1 - y0], np.float64)
             else:
-                box = self._current_box() if self._rows else np.array([0, 0, w, h], np.float64)
+                box = self._current_box() if self._t else np.array([0, 0, w, h], np.float64)
             mask = keypoint_mask_from_parsing(labels, dilations=self.cfg.mask_dilations)
             return box, mask, self._crop(labels, box)
-        box = self.roi.copy() if not self._rows else self._current_box()
+        box = self.roi.copy() if not self._t else self._current_box()
         box = np.array(box_pixels(box), np.float64)
         return box, roi_mask((h, w), tuple(box)), self._crop(None, box)
 
@@ -189,7 +189,7 @@ class Preview:
             self._new_keyframe(labels, gray, timings)
             spline = None
         row = self._record(dnn, reason, ncc_val, ke, spline, labels, timings)
-        self._rows.append(row)
+        self._cols.append(row)
         self._prev_gray = gray
         self._t += 1
         return row
@@ -256,28 +256,56 @@ class Preview:
         }
 
     def result(self) -> PreviewResult:
-        rows = self._rows
-        if not rows:
+        cols = self._cols
+        if not cols.n:
             raise MirrorError("the video has no frames")
-
-        def col(name: str, dtype) -> np.ndarray:
-            return np.stack([np.asarray(r[name]) for r in rows]).astype(dtype)
-
+        a = cols.arrays()
         return PreviewResult(
-            boxes=col("box", np.float64), dnn=col("dnn", bool),
-            reasons=[r["reason"] for r in rows], keyframe=col("keyframe", np.int32),
-            n_points=col("n_points", np.int32), points=col("points", np.float32),
-            key_points=col("key_points", np.float32), tps_ok=col("tps_ok", bool),
-            tps_ctrl=col("tps_ctrl", np.float64), tps_coef=col("tps_coef", np.float64),
-            tps_norm=col("tps_norm", np.float64), paddings=col("paddings", np.int32),
-            ncc=col("ncc", np.float32), ncc_threshold=col("ncc_threshold", np.float32),
-            tps_error=col("tps_error", np.float32),
-            parsing=np.stack([r["parsing"] for r in rows if r["dnn"]]).astype(np.uint8),
-            stage_ms={s: np.array([r["stage_ms"][s] for r in rows]) for s in STAGES},
+            boxes=a["box"], dnn=a["dnn"], reasons=list(cols.reasons), keyframe=a["keyframe"],
+            n_points=a["n_points"], points=a["points"], key_points=a["key_points"], tps_ok=a["tps_ok"],
+            tps_ctrl=a["tps_ctrl"], tps_coef=a["tps_coef"], tps_norm=a["tps_norm"], paddings=a["paddings"],
+            ncc=a["ncc"], ncc_threshold=a["ncc_threshold"], tps_error=a["tps_error"],
+            parsing=np.stack(cols.parsing).astype(np.uint8),
+            stage_ms={s: a["stage_ms"][:, i].copy() for i, s in enumerate(STAGES)},
             frame_size=self.frame_size,
             mask_source="parser" if self.parser is not None else "roi",
             config=self.cfg.as_dict(),
         )
+
+
+_COLUMNS = {"box": np.float64, "dnn": bool, "keyframe": np.int32, "n_points": np.int32,
+            "points": np.float32, "key_points": np.float32, "tps_ok": bool, "tps_ctrl": np.float64,
+            "tps_coef": np.float64, "tps_norm": np.float64, "paddings": np.int32, "ncc": np.float32,
+            "ncc_threshold": np.float32, "tps_error": np.float32, "stage_ms": np.float64}
+
+
+class _Columns:
+    """Frame records packed into blocks of 256 frames (about 1.7 KB a frame, where a dict of
+    small arrays per frame costs several), so Preview's memory barely grows with the clip."""
+
+    BLOCK = 256
+
+    def __init__(self) -> None:
+        self.blocks: dict[str, list[np.ndarray]] = {name: [] for name in _COLUMNS}
+        self.n = 0
+        self.reasons: list[str] = []
+        self.parsing: list[np.ndarray] = []  # keyframes only
+
+    def append(self, row: dict) -> None:
+        row = row | {"stage_ms": [row["stage_ms"][s] for s in STAGES]}
+        k = self.n % self.BLOCK
+        for name, dtype in _COLUMNS.items():
+            value = np.asarray(row[name], dtype)
+            if k == 0:
+                self.blocks[name].append(np.empty((self.BLOCK, *value.shape), dtype))
+            self.blocks[name][-1][k] = value
+        self.n += 1
+        self.reasons.append(row["reason"])
+        if row["dnn"]:
+            self.parsing.append(row["parsing"])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: np.concatenate(blocks)[: self.n] for name, blocks in self.blocks.items()}
 
 
 def run_preview(frames: Iterable[np.ndarray], roi: tuple[float, float, float, float] | None = None,

@@ -1,8 +1,8 @@
 """The built-in sample: a synthetic 10 s portrait clip and a product photo, made on demand.
 
 Nothing is downloaded or shipped: the clip is rendered by ``synthetic.SyntheticClip``
-(a textured body moving and deforming smoothly, with one scene cut halfway, 960x540
-portrait at 30 fps) and encoded to .mp4; the garment is a striped shirt drawn with
+(a textured body swaying and deforming, with one scene cut halfway, 960x540 portrait
+at 30 fps) and encoded to .mp4; the garment is a striped shirt drawn with
 Pillow on a white background and saved as .png. The body's region of interest is known
 exactly, so Preview needs no parser. Files are made once and reused.
 """
@@ -22,7 +22,10 @@ from .video import FRAME_H, FRAME_W, VideoInfo
 
 FPS = 30
 SECONDS = 10
-MOTION = Motion(cut_at=SECONDS * FPS // 2)
+# Moderate motion: the body sways +-40 px sideways and +-20 px up and down, its surface
+# deforms in a wave whose amplitude grows from 4 to 16 px, and the scene cuts at 5 s.
+MOTION = Motion(trans_amp=(40.0, 20.0), deform_amp=4.0, deform_ramp=0.04, deform_period=40.0, wavelength=300.0,
+                cut_at=SECONDS * FPS // 2)
 VIDEO, GARMENT = "sample.mp4", "garment.png"
 
 

@@ -10,6 +10,7 @@ seconds. The real graphs' artifacts are proven by the compile tests.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -372,3 +373,61 @@ def test_roi_mode_maps_the_region_to_torso(build, garment_png):
     rgb, mask = runner(req)
     assert rgb.shape == (H, W, 3) and mask.dtype == bool
     assert tuple(rgb[H // 2, W // 2]) == pytest.approx(GARMENT_RGB, abs=2)
+
+
+SITECUSTOMIZE = '''
+import socket, _socket
+
+def _refuse(*args, **kwargs):
+    raise PermissionError("socket creation refused: the try-on must stay offline")
+
+socket.socket.__init__ = _refuse  # every Python socket, whoever imported the class
+socket.create_connection = _refuse
+_socket.socket = type("socket", (), {"__init__": _refuse})
+'''
+
+OFFLINE_RUN = '''
+import socket, sys
+from mirror.compiler import cli
+try:
+    socket.socket()
+except PermissionError:
+    print("SOCKETS REFUSED")
+preview, tryon = sys.argv[1].split(" "), sys.argv[2].split(" ")
+sys.exit(cli.main(preview) or cli.main(tryon))
+'''
+
+
+def _snapshot(*roots: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for root in roots for p in root.rglob("*") if p.is_file()}
+
+
+def test_offline_and_writes_only_where_told(build, garment_png, tmp_path):
+    """Preview then tryon in a child whose every socket creation is refused: it works, and the
+    only files made or changed are the context store, the video and the stats."""
+    site, box = tmp_path / "site", tmp_path / "box"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    for sub in ("home", "tmp", "in"):
+        (box / sub).mkdir(parents=True)
+    clip = SyntheticClip(height=192, width=108, motion=Motion(trans_amp=(2.0, 1.0), deform_amp=0.3))
+    video = write_clip(box / "in" / "clip.mp4", clip.frames(6), audio=True)
+    garment = box / "in" / "shirt.png"
+    garment.write_bytes(garment_png.read_bytes())
+    before = _snapshot(box, build)
+    env = {**os.environ, "PYTHONPATH": str(site), "HOME": str(box / "home"), "TMPDIR": str(box / "tmp"),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    preview = f"preview {video} --out {box / 'ctx'} --roi {','.join(map(str, clip.roi(0)))} --quiet"
+    tryon = (f"tryon {video} {garment} --context {box / 'ctx'} --build {build} --target onnx "
+             f"--out {box / 'out.mp4'} --stats {box / 'stats.json'} --quiet")
+    r = subprocess.run([sys.executable, "-c", OFFLINE_RUN, preview, tryon], capture_output=True, text=True,
+                       timeout=300, cwd=box, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "SOCKETS REFUSED" in r.stdout and "DIVTON on" in r.stdout
+    after = _snapshot(box, build)
+    changed = {p for p, t in after.items() if before.get(p) != t}
+    allowed = {box / "out.mp4", box / "stats.json"}
+    assert changed and all(p in allowed or p.parent == box / "ctx" for p in changed), sorted(map(str, changed))
+    assert {p.name for p in (box / "ctx").iterdir()} == {"manifest.json", "context.npz", "parsing.npz",
+                                                          "preview.json"}
+    assert not any((box / "home").iterdir()) and not any((box / "tmp").iterdir())
