@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the random inputs (default: the compile's + 3000)")
     parser.add_argument("--gpu-parity", choices=("fp32", "all", "none"), default="fp32",
                         help="artifacts that also run on the LiteRT GPU runner (default: fp32)")  # fmt: skip
+    parser.add_argument("--localize", action="store_true",
+                        help="also find each runner's first layer that diverges from PyTorch, by module path, "
+                             "and for fp16/int8 the layers that add most error")  # fmt: skip
     parser.add_argument(
         "--out", type=Path, help="the JSON report (default: BUILD/validate.json; FILE.validate.json for --artifact)"
     )
@@ -36,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mirror.compiler.cmd_compile import quiet_converters
+    from mirror.compiler.localize import ReferenceCache
     from mirror.compiler.progress import Progress
     from mirror.compiler.validate import VALIDATE_SEED_OFFSET, build_subjects, file_subject, validate
     from mirror.validation.report import write_json
@@ -52,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
         subjects, compile_seed = build_subjects(args.build, _graph_checkpoints(args.checkpoint))
         seed = compile_seed + VALIDATE_SEED_OFFSET if args.seed is None else args.seed
         out = args.out or args.build / "validate.json"
-    report = validate(subjects, seed=seed, inputs=args.inputs, gpu_parity=args.gpu_parity, progress=progress)
+    localizer = ReferenceCache() if args.localize else None
+    report = validate(subjects, seed=seed, inputs=args.inputs, gpu_parity=args.gpu_parity, progress=progress,
+                      localizer=localizer)  # fmt: skip
     data = report.to_json()
     write_json(out, data)
     if args.artifact is None and out.parent == args.build:
@@ -60,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
         write_report(args.build)
     print(_table(data))
+    if args.localize:
+        print(_localize_table(data))
     summary = data["summary"]
     verdict = "all parity checks passed" if summary["passed"] else "some checks FAILED"
     print(f"{summary['artifacts']} artifacts, {summary['parity_checks']} parity checks on {report.inputs}: "
@@ -104,3 +112,25 @@ def _one_checkpoint(values: list[str] | None) -> str | None:
     if len(values) > 1:
         raise MirrorError("--artifact checks one graph: give --checkpoint once")
     return values[0].partition("=")[2] if "=" in values[0] else values[0]
+
+
+def _localize_table(data: dict[str, Any]) -> str:
+    """Per artifact and runner: the first divergent layer, and the layers that add most error."""
+    rows = ["first divergent layer per runner (module path, op, source line, error):"]
+    for a in data["artifacts"]:
+        for runner, loc in (a.get("localize") or {}).items():
+            head = f"  {a['graph']} {a['target']} {a['precision']} {runner}:"
+            if "unavailable" in loc:
+                rows.append(f"{head} not available: {loc['unavailable']}")
+                continue
+            first = loc["first_divergent"]
+            rows.append(f"{head} " + (_layer(first) if first else
+                                      f"none ({loc['layers_compared']} layers within {loc['bound']})"))  # fmt: skip
+            if a["precision"] != "fp32":
+                rows += [f"      adds noise at {e['added_db']} dB SNR: {_layer(e)}" for e in loc["top_error_added"]]
+    return "\n".join(rows)
+
+
+def _layer(e: dict[str, Any]) -> str:
+    where = f" at {e['source']}" if e["source"] else ""
+    return f"{e['module']} [{e['op']} -> {e['artifact_op']}]{where}: SNR {e['snr_db']} dB, max abs {e['max_abs']}"

@@ -101,6 +101,7 @@ def _compile(config: CompileConfig, units: list[CompileUnit], staging: Path, pro
     report = CompileReport(
         config={"targets": config.targets, "precisions": config.precisions, "seed": config.seed,
                 "gpu_check": config.gpu_check, "allow_cpu_fallback": config.allow_cpu_fallback, "model": config.model,
+                "sampling": dict(config.sampling),
                 "graph_configs": [_graph_config_json(g) for g in config.graphs]},  # fmt: skip
         mirror=__version__,
     )

@@ -30,6 +30,7 @@ import torch
 from mirror import MirrorError, __version__
 from mirror.compiler.config import KNOWN_GRAPHS, GraphConfig
 from mirror.compiler.driver import emitter_for
+from mirror.compiler.localize import ReferenceCache, localize_artifact
 from mirror.compiler.progress import Progress
 from mirror.compiler.units import CompileUnit, builtin_unit, user_unit
 from mirror.files import sha256_of
@@ -50,6 +51,8 @@ class Subject:
     unit: CompileUnit
     artifact: Artifact
     sha256: str | None = None  # from the build's manifest; None for a lone file
+    passes: list[str] | None = None  # the passes that made it, from the build's report
+    lowering: str | None = None  # the compile's grid_sample lowering for its target
 
 
 def build_subjects(build: Path, checkpoints: dict[str, str] | None = None) -> tuple[list[Subject], int]:
@@ -57,7 +60,7 @@ def build_subjects(build: Path, checkpoints: dict[str, str] | None = None) -> tu
     manifest, report = _read_json(build / "manifest.json", build), _read_json(build / "report.json", build)
     try:
         entries, config = manifest["artifacts"], report["config"]
-        infos = {(a["graph"], a["target"], a["precision"]): a.get("info", {}) for a in report["artifacts"]}
+        infos = {(a["graph"], a["target"], a["precision"]): a for a in report["artifacts"]}
         seed = int(config.get("seed", 0))
     except (KeyError, TypeError, ValueError) as exc:
         raise MirrorError(f"{build} is not a MIRROR build (its report lacks {exc}); run `mirror compile`") from None
@@ -71,10 +74,11 @@ def build_subjects(build: Path, checkpoints: dict[str, str] | None = None) -> tu
             raise MirrorError(f"{build}/manifest.json points outside the build ({e['path']}); rerun `mirror compile`")
         if graph not in units:
             units[graph] = _build_unit(graph, config, seed, checkpoints or {})
-        info = infos.get((graph, e["target"], e["precision"]), {})
+        entry = infos.get((graph, e["target"], e["precision"]), {})
         art = Artifact(graph, e["target"], e["precision"], build / e["path"], units[graph].input_names,
-                       units[graph].output_names, info)  # fmt: skip
-        subjects.append(Subject(units[graph], art, e.get("sha256")))
+                       units[graph].output_names, entry.get("info", {}))  # fmt: skip
+        lowering = (config.get("sampling") or {}).get(e["target"])
+        subjects.append(Subject(units[graph], art, e.get("sha256"), entry.get("passes"), lowering))
     return subjects, seed
 
 
@@ -101,9 +105,11 @@ def file_subject(
 
 
 def validate(
-    subjects: list[Subject], *, seed: int, inputs: Path | None, gpu_parity: str, progress: Progress
+    subjects: list[Subject], *, seed: int, inputs: Path | None, gpu_parity: str, progress: Progress,
+    localizer: ReferenceCache | None = None,
 ) -> ValidateReport:
-    """Run every subject on every runner of its target and compare with its reference."""
+    """Run every subject on every runner of its target and compare with its reference;
+    with ``localizer``, also find each runner's first divergent layer (compiler/localize.py)."""
     t0 = time.perf_counter()
     report = ValidateReport(str(inputs) if inputs else f"random, image-like, seed {seed}", mirror=__version__)
     cache: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
@@ -115,6 +121,11 @@ def validate(
         with progress.step(f"{a.graph}: {a.target} {a.precision}") as note:
             entry = _check(s, feeds, want, gpu_parity)
             note["result"] = entry.error or ", ".join(f"{r}: {p.brief()}" for r, p in entry.parity.items())
+        if localizer is not None and entry.error is None:
+            with progress.step(f"{a.graph}: {a.target} {a.precision}: localize") as note:
+                found = localize_artifact(s.unit, a, feeds, localizer, s.passes, s.lowering)
+                entry.localize = {r: loc.to_json() for r, loc in found.items()}
+                note["result"] = "; ".join(f"{r}: {loc.brief()}" for r, loc in found.items())
         report.artifacts.append(entry)
     report.seconds = time.perf_counter() - t0
     return report

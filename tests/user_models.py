@@ -77,3 +77,26 @@ class GatherHead(nn.Module):
 def gather_head():
     torch.manual_seed(0)
     return GatherHead().eval(), (torch.rand(1, 3, 16, 12) * 2 - 1,), ["image"], ["reordered"]
+
+
+class ResizeDecoder(nn.Module):
+    """A decoder that resizes its features to a size that is not a whole multiple of the
+    input's (a segmentation head restoring the frame size): litert-torch converts this
+    nearest-neighbour resize wrongly, while ONNX gets it right."""
+
+    mirror_name = "resizedecoder"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        self.head = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(image)
+        restored = F.interpolate(features, size=(37, 29), mode="nearest")
+        return torch.sigmoid(self.head(restored))
+
+
+def resize_decoder():
+    torch.manual_seed(0)
+    return ResizeDecoder().eval(), (torch.randn(1, 3, 24, 20),), ["image"], ["mask"]

@@ -100,6 +100,7 @@ class ArtifactEntry:
     parity: dict[str, ParityResult] = field(default_factory=dict)
     gpu_delegate: GpuDelegateResult | None = None
     error: str | None = None
+    localize: dict[str, Any] | None = None  # per runner, validation/localize.py's findings
 
     def to_json(self) -> dict[str, Any]:
         head = {"graph": self.graph, "target": self.target, "precision": self.precision}
@@ -109,6 +110,8 @@ class ArtifactEntry:
                "passes": self.passes, "parity": {k: v.to_json() for k, v in self.parity.items()}}  # fmt: skip
         if self.gpu_delegate is not None:
             out["gpu_delegate"] = self.gpu_delegate.to_json()
+        if self.localize is not None:
+            out["localize"] = self.localize
         return out
 
     def failed_checks(self) -> list[str]:

@@ -1,0 +1,90 @@
+"""``mirror validate --localize``: per runner, the first layer of an artifact that diverges
+from the PyTorch reference, and for quantized artifacts the layers that add most error.
+
+The reference program is rebuilt the way the compile built it (the graph's export, its
+shared pipeline, the target's pipeline with the compile's grid_sample lowering), so its
+FX nodes carry the names the artifact's tensors were given. Each runner's intermediate
+tensors come from ``runners/taps.py``; the comparison is ``validation/localize.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from mirror import MirrorError
+from mirror.compiler.config import DEFAULT_SAMPLING
+from mirror.compiler.driver import emitter_for
+from mirror.compiler.units import CompileUnit
+from mirror.passes.base import run_pipeline
+from mirror.passes.registry import PIPELINES
+from mirror.runners.taps import GPU_TAPS_UNAVAILABLE, litert_cpu_taps, onnxruntime_taps
+from mirror.targets.base import Artifact
+from mirror.validation.localize import Localization, RefNode, localize, reference_nodes
+
+
+class ReferenceCache:
+    """The reference nodes of the last (graph, target) localized: every precision of a target
+    comes from the same program, so they are computed once per target."""
+
+    def __init__(self) -> None:
+        self._key: tuple[str, str, str] | None = None
+        self._nodes: list[RefNode] = []
+        self.passes: list[str] = []
+
+    def nodes(self, unit: CompileUnit, target: str, lowering: str, feeds: dict[str, np.ndarray]) -> list[RefNode]:
+        if self._key != (unit.name, target, lowering):
+            self._nodes = []  # drop the previous target's values before computing the next
+            program, self.passes = artifact_program(unit, target, lowering)
+            self._nodes = reference_nodes(program, feeds, unit.input_names)
+            self._key = (unit.name, target, lowering)
+        return self._nodes
+
+
+def artifact_program(unit: CompileUnit, target: str, lowering: str) -> tuple[Any, list[str]]:
+    """The program a target's artifacts of ``unit`` were emitted from, and its passes."""
+    if unit.pipeline not in PIPELINES:
+        raise MirrorError(f"unknown pipeline {unit.pipeline!r}; known: {', '.join(PIPELINES)}")
+    spec = [*PIPELINES[unit.pipeline], *emitter_for(target).pipeline(lowering)]
+    program = torch.export.export(unit.export_module, unit.example_inputs)
+    program, _ = run_pipeline(program, spec, unit.name)
+    return program, [name for name, _ in spec]
+
+
+def localize_artifact(
+    unit: CompileUnit, artifact: Artifact, feeds: dict[str, np.ndarray], cache: ReferenceCache,
+    recorded: list[str] | None = None, lowering: str | None = None,
+) -> dict[str, Localization]:
+    """One ``Localization`` per runner of the artifact's target (or why it cannot run).
+
+    ``recorded``: the passes the build's report says made the artifact; ``lowering``: the
+    compile's grid_sample lowering for the target (default: ``DEFAULT_SAMPLING``'s)."""
+    nodes = cache.nodes(unit, artifact.target, lowering or DEFAULT_SAMPLING[artifact.target], feeds)
+    found: dict[str, Localization] = {}
+    for runner, taps in _tap_sources(artifact):
+        try:
+            found[runner] = localize(runner, nodes, taps(artifact, feeds), artifact.precision)
+        except MirrorError as exc:
+            found[runner] = Localization(runner, unavailable=str(exc))
+    if artifact.target == "tflite":
+        found["litert-gpu"] = Localization("litert-gpu", unavailable=GPU_TAPS_UNAVAILABLE)
+    if recorded and recorded != cache.passes:
+        for loc in found.values():
+            loc.unavailable = loc.unavailable or (
+                f"the artifact was made by passes {', '.join(recorded)}; this mirror runs {', '.join(cache.passes)}"
+            )
+    return found
+
+
+def _tap_sources(artifact: Artifact) -> list[tuple[str, Any]]:
+    if artifact.target == "tflite":
+        return [("litert-cpu", lambda a, f: litert_cpu_taps(a.path, f))]
+    if artifact.target == "onnx":
+        return [("onnxruntime", lambda a, f: onnxruntime_taps(a.path, f))]
+    return [("coreml-mil", _coreml_unavailable)]
+
+
+def _coreml_unavailable(artifact: Artifact, feeds: dict[str, np.ndarray]) -> list[Any]:
+    raise MirrorError("intermediate tensors of Core ML packages are not captured yet")

@@ -1,0 +1,145 @@
+"""``mirror validate --localize``: the first layer that diverges, named by module path, op
+and source line, on each runner; and the layers a quantization hurts most.
+
+Three ways an artifact goes wrong, each caught at its layer:
+- a converter bug (litert-torch's nearest resize to a size that is not a whole multiple),
+- weights changed inside the emitted file (one conv, per target),
+- NaN weights.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from mirror.compiler import cli
+from mirror.runners.tflite_file import read_tflite
+
+pytestmark = pytest.mark.slow
+
+TESTS = Path(__file__).resolve().parent
+INTERPOLATE_LINE = next(i for i, line in enumerate((TESTS / "user_models.py").read_text().splitlines(), 1)
+                        if "F.interpolate(features" in line)  # fmt: skip
+
+
+def _compile(out: Path, model: str, precisions: str) -> int:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(TESTS))
+        return cli.main(["compile", "--model", model, "--out", str(out), "--no-baseline", "--targets", "tflite,onnx",
+                         "--precisions", precisions, "--gpu-parity", "none"])  # fmt: skip
+
+
+def _localize(build: Path) -> tuple[int, dict]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(TESTS))
+        code = cli.main(["validate", str(build), "--localize", "--gpu-parity", "none"])
+    return code, json.loads((build / "validate.json").read_text())
+
+
+def _found(data: dict, target: str, precision: str, runner: str) -> dict:
+    a = next(a for a in data["artifacts"] if (a["target"], a["precision"]) == (target, precision))
+    return a["localize"][runner]
+
+
+@pytest.fixture(scope="module")
+def flow_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("flow")
+    assert _compile(out, "user_models:flow_warp", "fp32,int8") == 0
+    return out
+
+
+def test_a_converter_bug_is_named_with_its_source_line(tmp_path):
+    build = tmp_path / "resize"
+    assert _compile(build, "user_models:resize_decoder", "fp32") == 1  # LiteRT's output is wrong
+    code, data = _localize(build)
+    assert code == 1
+    first = _found(data, "tflite", "fp32", "litert-cpu")["first_divergent"]
+    assert first["op"].startswith("upsample_nearest2d") and first["artifact_op"] == "RESIZE_NEAREST_NEIGHBOR"
+    assert first["source"].endswith(f"user_models.py:{INTERPOLATE_LINE}") and first["module"] == "(root)"
+    assert first["snr_db"] < 10
+    # Its inputs were right: the encoder before it is within the bound on LiteRT too.
+    assert first["inputs_snr_db"] == "inf" or first["inputs_snr_db"] >= 50
+    onnx_found = _found(data, "onnx", "fp32", "onnxruntime")
+    assert onnx_found["first_divergent"] is None and onnx_found["layers_compared"] >= 5
+    gpu = _found(data, "tflite", "fp32", "litert-gpu")
+    assert "no intermediate tensors" in gpu["unavailable"]
+
+
+def _scale_tflite_weights(path: Path, weight: np.ndarray) -> None:
+    """Multiply one conv's weights inside a .tflite by 3 (found by their bytes, OHWI or OIHW)."""
+    blob = bytearray(path.read_bytes())
+    for layout in (weight.transpose(0, 2, 3, 1), weight):
+        raw = np.ascontiguousarray(layout, np.float32).tobytes()
+        at = blob.find(raw)
+        if at >= 0:
+            blob[at : at + len(raw)] = (np.frombuffer(raw, np.float32) * 3).astype(np.float32).tobytes()
+            path.write_bytes(bytes(blob))
+            return
+    raise AssertionError("the conv's weights are not in the flatbuffer")
+
+
+def _set_onnx_weights(path: Path, name: str, scale: float) -> None:
+    model = onnx.load(str(path))
+    init = next(i for i in model.graph.initializer if i.name == name)
+    init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) * np.float32(scale), name))
+    onnx.save(model, str(path))
+
+
+def _drop_digests(build: Path) -> None:
+    """Accept the edited files (the manifest would reject them as changed after compile)."""
+    manifest = json.loads((build / "manifest.json").read_text())
+    for e in manifest["artifacts"]:
+        e.pop("sha256", None)
+    (build / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_perturbed_conv_is_named_on_each_target(flow_build, tmp_path, monkeypatch):
+    build = tmp_path / "perturbed"
+    shutil.copytree(flow_build, build)
+    monkeypatch.syspath_prepend(str(TESTS))
+    import user_models
+
+    weight = user_models.flow_warp()[0].features[2].weight.detach().numpy()
+    _scale_tflite_weights(build / "flowwarp_fp32.tflite", weight)
+    _set_onnx_weights(build / "flowwarp_fp32.onnx", "features.2.weight", 3.0)
+    _drop_digests(build)
+    _, data = _localize(build)
+    for target, runner in (("tflite", "litert-cpu"), ("onnx", "onnxruntime")):
+        first = _found(data, target, "fp32", runner)["first_divergent"]
+        assert first is not None and first["module"] == "features.2" and first["op"] == "conv2d", (target, first)
+
+
+def test_nan_weights_are_named_where_they_start(flow_build, tmp_path):
+    build = tmp_path / "nan"
+    shutil.copytree(flow_build, build)
+    _set_onnx_weights(build / "flowwarp_fp32.onnx", "features.0.weight", np.nan)
+    _drop_digests(build)
+    code, data = _localize(build)
+    assert code == 1
+    first = _found(data, "onnx", "fp32", "onnxruntime")["first_divergent"]
+    assert first["non_finite"] and first["module"] == "features.0"
+
+
+def test_quantization_error_is_ranked_by_layer(flow_build):
+    code, data = _localize(flow_build)
+    assert code == 0  # within the int8 bound as a whole
+    for target, runner in (("tflite", "litert-cpu"), ("onnx", "onnxruntime")):
+        found = _found(data, target, "int8", runner)
+        top = found["top_error_added"]
+        assert top and all(isinstance(e["added_db"], float) for e in top)
+        assert [e["added_db"] for e in top] == sorted(e["added_db"] for e in top)
+        assert all(e["source"].endswith(".py:" + e["source"].rsplit(":", 1)[1]) for e in top)
+        # int8 weights make the convs noisy: every conv is compared, under the fp32 bound.
+        convs = [e for e in found["worst_layers"] + top if e["op"] == "conv2d"]
+        assert all(e["snr_db"] < 50 for e in convs)
+        assert found["layers_compared"] >= 10
+
+
+def test_built_artifacts_carry_the_names_localize_matches(flow_build):
+    fb = read_tflite(flow_build / "flowwarp_fp32.tflite")
+    assert any(t.name.startswith("flowwarp/features/2/conv2d") for t in fb.tensors)

@@ -1,0 +1,272 @@
+"""The first layer that diverges: an artifact's intermediate tensors against the PyTorch
+reference, node by node, keyed by torch module path and FX node.
+
+The reference is an FX interpreter over the very program the artifact was emitted from
+(after the shared and backend passes), so each of its nodes has the name the artifact's
+tensors carry (``runners/taps.py`` reads them). A tap is matched to the node it names (the
+last tap of that node whose shape fits: LiteRT keeps NHWC inside, onnxruntime's taps come
+flattened); an artifact that does not carry FX names (not built by us) is matched at the
+module level instead: the last tap of each module against the module's last node.
+
+Per matched node: max abs error and the signal-to-noise ratio, ``SNR = 10 log10(sum ref^2 /
+sum (got - ref)^2)``. A node diverges when its SNR falls under the precision's bound
+(``SNR_BOUNDS_DB``) or its tap holds NaN/Inf the reference does not. The *first divergent
+layer* is the first node in topological order that diverges while every matched node it
+reads from (its nearest matched ancestors) does not: like Polygraphy's ``--mark all`` and
+onnx2tf's ``-cotof``, an op is the source when it fails and its inputs pass. For quantized
+artifacts the nodes that *add* most error (the drop from their inputs' SNR to theirs) are
+ranked as well.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mirror.passes.graph_utils import module_path
+from mirror.precisions import get_recipe
+from mirror.runners.taps import Tap
+
+# Per-layer bounds. fp32 backends agree with PyTorch to ~1e-6 relative (SNR > 100 dB) but a
+# floor() near an integer may pick a neighbouring texel, so the bound leaves room for that;
+# fp16 keeps about 3 decimal digits; int8 about 2.
+SNR_BOUNDS_DB = {"fp32": 50.0, "fp16": 30.0, "int8": 15.0}
+TOP = 3
+_TORCH_DIR = str(Path(torch.__file__).parent)
+
+
+@dataclass
+class RefNode:
+    """One reference node: where it is in the model and what it computed."""
+
+    name: str
+    module: str
+    op: str
+    source: str
+    value: np.ndarray | None
+    inputs: list[str]
+
+
+@dataclass
+class LayerError:
+    node: str
+    module: str
+    op: str
+    source: str
+    tensor: str  # the artifact's tensor it was matched with
+    artifact_op: str
+    max_abs: float
+    snr_db: float
+    inputs_snr_db: float  # the worst of its nearest matched ancestors (cap if none)
+    non_finite: bool = False
+
+    @property
+    def added(self) -> float:
+        """Relative noise power this layer adds to what its inputs carried (0 if none)."""
+        return max(0.0, _noise(self.snr_db) - _noise(self.inputs_snr_db))
+
+    @property
+    def added_db(self) -> float:
+        """The added noise as an SNR: lower means this layer hurts more (inf: adds none)."""
+        return -10.0 * math.log10(self.added) if self.added > 0 else math.inf
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "module": self.module or "(root)", "node": self.node, "op": self.op, "source": self.source,
+            "tensor": self.tensor, "artifact_op": self.artifact_op, "max_abs": _num(self.max_abs),
+            "snr_db": _num(self.snr_db), "inputs_snr_db": _num(self.inputs_snr_db),
+            "added_db": _num(self.added_db), "non_finite": self.non_finite,
+        }  # fmt: skip
+
+
+@dataclass
+class Localization:
+    """What ``--localize`` found on one runner."""
+
+    runner: str
+    bound_db: float | None = None
+    matching: str = ""  # "fx node" or "module"
+    layers: list[LayerError] = field(default_factory=list)
+    taps: int = 0
+    unavailable: str | None = None
+
+    @property
+    def first_divergent(self) -> LayerError | None:
+        return next((e for e in self.layers if self._bad(e) and self.inputs_ok(e)), None)
+
+    def inputs_ok(self, e: LayerError) -> bool:
+        return self.bound_db is None or e.inputs_snr_db >= self.bound_db
+
+    def _bad(self, e: LayerError) -> bool:
+        return e.non_finite or (self.bound_db is not None and e.snr_db < self.bound_db)
+
+    def top_added(self, n: int = TOP) -> list[LayerError]:
+        return sorted((e for e in self.layers if e.added > 0), key=lambda e: -e.added)[:n]
+
+    def to_json(self) -> dict[str, Any]:
+        if self.unavailable:
+            return {"unavailable": self.unavailable}
+        first = self.first_divergent
+        return {
+            "bound": f"SNR >= {self.bound_db:g} dB per layer", "matching": self.matching,
+            "taps": self.taps, "layers_compared": len(self.layers),
+            "first_divergent": first.to_json() if first else None,
+            "top_error_added": [e.to_json() for e in self.top_added()],
+            "worst_layers": [e.to_json() for e in sorted(self.layers, key=lambda e: e.snr_db)[:TOP]],
+        }  # fmt: skip
+
+    def brief(self) -> str:
+        if self.unavailable:
+            return f"not available: {self.unavailable}"
+        first = self.first_divergent
+        if first is None:
+            return f"no layer under {self.bound_db:g} dB ({len(self.layers)} layers compared)"
+        what = "NaN/Inf" if first.non_finite else f"SNR {first.snr_db:.1f} dB, max abs {first.max_abs:.3g}"
+        return f"first divergent layer {first.module or '(root)'} ({first.op}, {first.source}): {what}"
+
+
+def bound_for(precision: str) -> float:
+    recipe = get_recipe(precision)
+    if recipe.name == "fp32":
+        return SNR_BOUNDS_DB["fp32"]
+    return SNR_BOUNDS_DB["fp16"] if recipe.name == "fp16" else SNR_BOUNDS_DB["int8"]
+
+
+def reference_nodes(program: Any, feeds: dict[str, np.ndarray], input_names: list[str]) -> list[RefNode]:
+    """Every call of ``program`` with its value on ``feeds``, in topological order."""
+    gm = program.module()
+    nodes: list[RefNode] = []
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> Any:
+            out = super().run_node(n)
+            if n.op == "call_function":
+                value = out.detach().float().numpy().copy() if isinstance(out, torch.Tensor) else None
+                nodes.append(RefNode(n.name, module_path(n), _op_name(n.target), _source(n), value,
+                                     [a.name for a in n.all_input_nodes]))  # fmt: skip
+            return out
+
+    with torch.no_grad():
+        Recorder(gm).run(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names))
+    return nodes
+
+
+def localize(runner: str, nodes: list[RefNode], taps: list[Tap], precision: str) -> Localization:
+    """Compare ``taps`` with the reference ``nodes``; see the module docstring."""
+    result = Localization(runner, bound_for(precision), taps=len(taps))
+    by_fx = any(t.fx for t in taps)
+    result.matching = "fx node" if by_fx else "module"
+    matched = _match_by_fx(nodes, taps) if by_fx else _match_by_module(nodes, taps)
+    snr: dict[str, float] = {}
+    nearest: dict[str, set[str]] = {}
+    for node in nodes:
+        near: set[str] = set()
+        for i in node.inputs:
+            near |= {i} if i in snr else nearest.get(i, set())
+        nearest[node.name] = near
+        pair = matched.get(node.name)
+        if pair is None or node.value is None:
+            continue
+        tap, got = pair
+        err = _compare(got, node.value)
+        inputs_db = min((snr[i] for i in near), default=math.inf)
+        snr[node.name] = err[1]
+        result.layers.append(LayerError(node.name, node.module, node.op, node.source, tap.name, tap.op,
+                                        err[0], err[1], inputs_db, err[2]))  # fmt: skip
+    return result
+
+
+def _match_by_fx(nodes: list[RefNode], taps: list[Tap]) -> dict[str, tuple[Tap, np.ndarray]]:
+    """Each node's last tap (in execution order) whose shape fits the node's value."""
+    shapes = {n.name: n.value.shape for n in nodes if n.value is not None}
+    found: dict[str, tuple[Tap, np.ndarray]] = {}
+    for tap in taps:
+        if tap.fx in shapes:
+            fitted = fit_layout(tap.value, shapes[tap.fx])
+            if fitted is not None:
+                found[tap.fx] = (tap, fitted)
+    return found
+
+
+def _match_by_module(nodes: list[RefNode], taps: list[Tap]) -> dict[str, tuple[Tap, np.ndarray]]:
+    """Each module's last node against the module's last fitting tap."""
+    last_node: dict[str, RefNode] = {}
+    for n in nodes:
+        if n.value is not None and n.module:
+            last_node[n.module] = n
+    found: dict[str, tuple[Tap, np.ndarray]] = {}
+    for tap in taps:
+        node = last_node.get(tap.module)
+        if node is not None:
+            fitted = fit_layout(tap.value, node.value.shape)
+            if fitted is not None:
+                found[node.name] = (tap, fitted)
+    return found
+
+
+def fit_layout(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``value`` in the reference's layout: as is, NHWC -> NCHW, or a flattened tensor
+    reshaped; None when it cannot be the same tensor."""
+    if value.shape == tuple(shape):
+        return value
+    if value.ndim == 4 and len(shape) == 4 and value.shape == (shape[0], shape[2], shape[3], shape[1]):
+        return value.transpose(0, 3, 1, 2)
+    if value.ndim == 1 and value.size == math.prod(shape):
+        return value.reshape(shape)
+    return None
+
+
+def _compare(got: np.ndarray, want: np.ndarray) -> tuple[float, float, bool]:
+    """(max abs, SNR dB, NaN/Inf in got where want is finite)."""
+    got64, want64 = got.astype(np.float64), want.astype(np.float64)
+    non_finite = bool(np.any(~np.isfinite(got64) & np.isfinite(want64)))
+    finite = np.isfinite(got64) & np.isfinite(want64)
+    diff = np.abs(got64 - want64)[finite]
+    max_abs = float(diff.max()) if diff.size else 0.0
+    noise = float(np.sum(diff**2))
+    signal = float(np.sum(want64[finite] ** 2))
+    if non_finite:
+        return math.inf, -math.inf, True
+    if noise == 0.0:
+        return max_abs, math.inf, False
+    return max_abs, 10.0 * math.log10(max(signal, 1e-30) / noise), False
+
+
+def _op_name(target: Any) -> str:
+    name = getattr(target, "__name__", str(target))
+    return name.removesuffix(".default")
+
+
+def _source(node: torch.fx.Node) -> str:
+    """``file:line`` of the innermost frame of the node's stack trace ('' if none)."""
+    trace = node.meta.get("stack_trace") or ""
+    frames = [line.strip() for line in trace.splitlines() if line.strip().startswith("File ")]
+    # The innermost frame of the model's own code, not of torch.nn's modules.
+    own = [f for f in frames if _TORCH_DIR not in f]
+    if not (own or frames):
+        return ""
+    head = (own or frames)[-1]  # File "/path/model.py", line 42, in forward
+    try:
+        path = head.split('"')[1]
+        line = head.split("line ")[1].split(",")[0]
+    except IndexError:
+        return ""
+    return f"{path}:{line}"
+
+
+def _noise(snr_db: float) -> float:
+    """Noise power relative to the signal's, from an SNR."""
+    if snr_db == math.inf:
+        return 0.0
+    return math.inf if snr_db == -math.inf else 10.0 ** (-snr_db / 10.0)
+
+
+def _num(x: float) -> float | str:
+    if not math.isfinite(x):
+        return "inf" if x > 0 else ("-inf" if x < 0 else "nan")
+    return float(f"{x:.4g}")
