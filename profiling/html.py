@@ -98,19 +98,31 @@ def _share(gd: dict[str, Any]) -> float | None:
     return 100.0 * gd["ops_on_gpu"] / gd["ops_total"] if gd.get("ops_total") else None
 
 
+def _fig(value: Any, spec: str) -> str:
+    """A figure of the report; non-finite ones are written there as strings ("nan", "inf")."""
+    return format(value, spec) if isinstance(value, (int, float)) else escape(str(value))
+
+
+def _capped(psnr: Any, cap: float = 150.0) -> float | None:
+    """A PSNR for the bars: capped (an exact match is inf), None when missing or not a number."""
+    if psnr == "inf":
+        return cap
+    return min(float(psnr), cap) or None if isinstance(psnr, (int, float)) else None
+
+
 def parity_section(report: dict[str, Any], validate: dict[str, Any] | None) -> str:
     """PSNR per artifact and runner, with the table of max abs errors and verdicts."""
     arts = (validate or report).get("artifacts", [])
     runners = sorted({r for a in arts for r, p in (a.get("parity") or {}).items() if "psnr_db" in p})
-    rows = [Path(a["path"]).name for a in arts]
-    series = {r: [min((a.get("parity") or {}).get(r, {}).get("psnr_db") or 0.0, 150.0) or None for a in arts]
-              for r in runners}  # fmt: skip
+    rows = [Path(a.get("path") or f"{a['graph']}_{a['precision']}.{a['target']} (not built)").name for a in arts]
+    series = {r: [_capped((a.get("parity") or {}).get(r, {}).get("psnr_db")) for a in arts] for r in runners}
     table = ["<table><tr><th>artifact</th><th>precision</th>" + "".join(f"<th>{escape(r)}</th>" for r in runners)]
     for a, name in zip(arts, rows, strict=True):
         cells = []
         for r in runners:
             p = (a.get("parity") or {}).get(r, {})
-            text = f"{p['max_abs']:.2g} / {p['psnr_db']:.0f} dB" if "max_abs" in p else escape(p.get("skipped", "-"))
+            text = f"{_fig(p['max_abs'], '.2g')} / {_fig(p['psnr_db'], '.0f')} dB" if "max_abs" in p else \
+                escape(p.get("skipped", "-"))
             cells.append(f'<td class="{"" if p.get("passed", True) else "fail"}">{text}</td>')
         table.append(f"<tr><td>{escape(name)}</td><td>{escape(a.get('precision', ''))}</td>{''.join(cells)}</tr>")
     return (
@@ -126,14 +138,14 @@ def passes_section(report: dict[str, Any]) -> str:
         f"<tr><td>{escape(p['name'])}</td><td>{escape(p['graph'])}</td><td>{escape(p.get('pipeline', ''))}</td>"
         f"<td>{sum(p['ops_removed'].values())}</td><td>{sum(p['ops_added'].values())}</td>"
         f"<td>{p['flops_after'] / 1e9:.2f}</td><td>{p['params_after']:,}</td>"
-        f"<td>{p['max_abs_vs_reference']:.2g}</td></tr>"
+        f"<td>{_fig(p['max_abs_vs_reference'], '.2g')}</td></tr>"
         for p in report.get("passes", [])
     ]
     return f'<h2>Pass records</h2><table data-table="passes">{head}{"".join(rows)}</table>'
 
 
 def sizes_section(report: dict[str, Any]) -> str:
-    arts = report.get("artifacts", [])
+    arts = [a for a in report.get("artifacts", []) if a.get("path")]  # an artifact in error has no file
     rows = [a["path"] for a in arts]
     return "<h2>Sizes</h2>" + bar_chart("sizes", rows, {"MB": [a.get("bytes", 0) / 1e6 for a in arts]}, "MB")
 
