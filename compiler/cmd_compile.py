@@ -126,4 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if summary["not_fully_on_gpu"]:
         verdict += f"; {len(summary['not_fully_on_gpu'])} LiteRT artifact(s) not fully on the GPU{allowed}"
     progress.log(f"{summary['artifacts']} artifacts, {summary['parity_checks']} parity checks: {verdict}")
+    if summary["parity_failed"]:
+        model = f" (with {config.model} importable)" if config.model else ""
+        progress.log(f"to find the first layer that diverges: mirror validate {config.out} --localize{model}")
     return 0 if summary["passed"] else 1
