@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", default="all",
                         help="comma list of device ids or device JSON files (default: all shipped)")  # fmt: skip
     parser.add_argument("--precisions", default="fp16,fp32", help="estimate precisions (default: fp16,fp32)")
-    parser.add_argument("--sort", default="adreno-750/fp16",
-                        help="DEVICE/PRECISION or measured source ordering the table (adreno-750/fp16)")  # fmt: skip
+    parser.add_argument("--sort", help="DEVICE/PRECISION or measured source ordering the table "
+                        "(default: adreno-750/fp16, or the first estimate)")  # fmt: skip
     parser.add_argument("--depth", type=int, help="group layers by the first N components of the module path")
     parser.add_argument("--top", type=int, default=15, help="layers printed per graph (default: 15)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per measured source (default: 3)")
@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     quiet_converters()
     progress = Progress()
     subjects, out = _subjects(args, prof)
-    opts = prof.Options(_devices(args), _list(args.precisions), args.depth, runs=args.runs,
+    devices, precisions = _devices(args), _precisions(args.precisions)
+    args.sort = _check_sort(args.sort, devices, precisions)
+    opts = prof.Options(devices, precisions, args.depth, runs=args.runs,
                         torch=not args.no_measure, onnxruntime=not args.no_measure, litert=not args.no_measure,
                         adb=phone.Adb(args.adb, args.serial) if args.adb else None,
                         benchmark_binary=args.benchmark_binary)  # fmt: skip
@@ -116,6 +118,30 @@ def _devices(args: argparse.Namespace) -> list:
     if args.calibrate and args.calibrate.resolve() not in {d.path.resolve() for d in devices}:
         devices.append(roofline.load_device(args.calibrate))
     return devices
+
+
+def _precisions(text: str) -> list[str]:
+    from mirror import MirrorError
+    from mirror.profiling.roofline import DTYPE_BYTES
+
+    wanted = _list(text)
+    bad = [p for p in wanted if p not in DTYPE_BYTES]
+    if bad or not wanted:
+        raise MirrorError(f"--precisions takes {', '.join(DTYPE_BYTES)} (the estimator's); got {text!r}")
+    return wanted
+
+
+def _check_sort(key: str | None, devices: list, precisions: list[str]) -> str:
+    """--sort names an estimate (DEVICE/PRECISION) or a per-layer measured source."""
+    from mirror import MirrorError
+
+    estimates = [f"{d.id}/{p}" for d in devices for p in precisions]
+    if key is None:
+        return "adreno-750/fp16" if "adreno-750/fp16" in estimates else estimates[0]
+    if key not in estimates and key not in ("pytorch", "onnxruntime", "phone-cpu", "phone-gpu"):
+        raise MirrorError(f"--sort takes one of {', '.join(estimates)}, pytorch, onnxruntime, phone-cpu, phone-gpu; "
+                          f"got {key!r}")  # fmt: skip
+    return key
 
 
 def _list(text: str) -> list[str]:

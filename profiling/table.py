@@ -139,9 +139,9 @@ def format_table(profile: dict[str, Any], key: str, n: int = 15) -> str:
         est = r["estimated_ms"].get(key, r["measured_ms"].get(key))
         lines.append(f"{r['layer'][:44]:44} {ops:22} {r['flops'] / 1e9:7.2f} {r['bytes_fp16'] / 1e6:7.1f} {cells}"
                      f" {_ms(est):>22}")  # fmt: skip
-    lines.append("whole model: " + "; ".join(
+    lines.append("whole model: " + ("; ".join(
         f"{s} {_ms(m['whole_ms'])} ms" + ("" if m["per_layer"] else f" (whole model only: {m['note']})")
-        for s, m in profile["measured"].items()))  # fmt: skip
+        for s, m in profile["measured"].items()) or "nothing measured"))  # fmt: skip
     return "\n".join(lines)
 
 

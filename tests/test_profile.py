@@ -234,6 +234,23 @@ def test_cli_profiles_a_user_model_and_calibrates_a_device(tmp_path, capsys, mon
     assert "features.0" in out and "calibrated" in out
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--precisions", "int8"], "--precisions takes fp32, fp16"),
+        (["--sort", "adreno-9000/fp16"], "--sort takes one of"),
+        (["--devices", "adreno-999"], "unknown device 'adreno-999'"),
+        (["--phone-output", "npu=x.pb"], "--phone-output takes cpu=FILE or gpu=FILE"),
+        (["--artifact", "nothing.tflite", "--graph", "gen"], "no such artifact"),
+    ],
+)
+def test_cli_bad_flags_are_one_line_errors(tmp_path, capsys, flags, message):
+    (tmp_path / "report.json").write_text(json.dumps({"config": {"graphs": ["gen"]}, "artifacts": []}))
+    assert cli.main(["profile", str(tmp_path), "--no-measure", *flags]) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
 def test_cli_rejects_a_recorded_output_for_many_graphs(tmp_path, capsys):
     (tmp_path / "report.json").write_text(json.dumps({"config": {"graphs": ["warp", "gen"]}, "artifacts": []}))
     code = cli.main(["profile", str(tmp_path), "--phone-output", f"cpu={DATA / 'gen_cpu_stdout.txt'}"])
