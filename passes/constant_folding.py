@@ -55,7 +55,7 @@ def _foldable(node: torch.fx.Node) -> bool:
     if torch.Tag.nondeterministic_seeded in getattr(node.target, "tags", ()):
         return False
     schema = getattr(node.target, "_schema", None)
-    if schema is not None and schema.is_mutable:
+    if schema is not None and schema.is_mutable and node.target is not _ATEN.detach_.default:  # autograd only
         return False
     val = node.meta.get("val")
     vals = val if isinstance(val, (list, tuple)) else [val]
@@ -155,6 +155,9 @@ def fold_constants(program: ExportedProgram, max_elements: int = 1 << 22) -> Pas
         const = add_constant(program, f"_folded_{old.name}", known[old])
         const.meta.update({k: v for k, v in node.meta.items() if k in ("stack_trace", "nn_module_stack")})
         node.replace_all_uses_with(const)
+    for node in reversed([nodes[n.name] for n in known if n.op == "call_function"]):
+        if not node.users:  # dead code elimination keeps in-place ops such as detach_
+            program.graph.erase_node(node)
     details["removed_state"] = prune_unused_state(program)
     details["ops_removed"] = sum(1 for n in known if n.op == "call_function")
     return PassResult(program, changed=True, details=details)
