@@ -3,10 +3,14 @@
 VITOFF ("virtual try-off") carries the last DNN try-on result to the following frames
 with keypoint optical flow and a thin-plate-spline warp, and decides per frame whether
 DIVTON must run again. Preview (once per video) tracks and writes a context store;
-Runtime (once per garment) replays it. This package imports numpy and the standard
-library only, so it ships to a phone without OpenCV, scipy or torch.
+Runtime (once per garment) replays it. VITOFF itself imports numpy and the standard
+library only, so it ships to a phone without OpenCV, scipy or torch; media I/O on a
+workstation uses PyAV (video) and Pillow (images).
 
-Modules: video (y4m/npy input, 960x540 canvas), imgproc (filters, pyramids, resize),
+Modules: video (decoding through PyAV, .npy clips, the 960x540 canvas), encode (.mp4
+output with audio), image (photos through Pillow), pipeline (Preview and Runtime
+streamed over a file), stats (stats.json), sample (the built-in sample), imgproc
+(filters, pyramids, resize),
 keypoints (Shi-Tomasi + greedy NMS), lk (pyramidal Lucas-Kanade), tps (thin-plate
 splines), remap (nearest/bilinear/bicubic remap, compositing), triggers (WE/KE),
 crop (256x192 DNN crops), preview, store (context store), replay (Runtime),
