@@ -12,7 +12,7 @@ CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".avi": "mpeg
 
 
 def write_clip(path: Path, frames: np.ndarray, fps: int = 30, audio: bool = False, rotation: int = 0,
-               pts: list[int] | None = None, time_base: int | None = None) -> Path:
+               pts: list[int] | None = None, time_base: int | None = None, audio_codec: str = "aac") -> Path:
     """Encode RGB uint8 [T,H,W,3] frames; optionally a 440 Hz tone and a display rotation.
 
     `pts` (in units of 1/time_base s) gives each frame's timestamp, for variable frame rates.
@@ -34,8 +34,9 @@ def write_clip(path: Path, frames: np.ndarray, fps: int = 30, audio: bool = Fals
             vs.set_display_rotation(rotation)
         a = None
         if audio:
-            a = box.add_stream("aac", rate=16000)
+            a = box.add_stream(audio_codec, rate=16000)
             a.layout = "mono"
+            a.format = "fltp" if audio_codec == "aac" else "s16"
         for k in range(t):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[k]), format="rgb24")
             if pts is not None:
@@ -46,7 +47,11 @@ def write_clip(path: Path, frames: np.ndarray, fps: int = 30, audio: bool = Fals
             n = 16000 * t // fps
             tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)).astype(np.float32)
             for s in range(0, n, 1024):
-                af = av.AudioFrame.from_ndarray(tone[None, s : s + 1024], format="fltp", layout="mono")
+                chunk = tone[None, s : s + 1024]
+                if audio_codec != "aac":
+                    chunk = (chunk * 32767).astype(np.int16)
+                af = av.AudioFrame.from_ndarray(chunk, format="fltp" if audio_codec == "aac" else "s16",
+                                                layout="mono")
                 af.sample_rate, af.pts = 16000, s
                 box.mux(a.encode(af))
             box.mux(a.encode(None))

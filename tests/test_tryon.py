@@ -431,3 +431,42 @@ def test_offline_and_writes_only_where_told(build, garment_png, tmp_path):
     assert {p.name for p in (box / "ctx").iterdir()} == {"manifest.json", "context.npz", "parsing.npz",
                                                           "preview.json"}
     assert not any((box / "home").iterdir()) and not any((box / "tmp").iterdir())
+
+
+def test_built_in_sample_is_a_clip_and_a_usable_garment(tmp_path):
+    from mirror.runtime.sample import ensure_sample, sample_roi
+
+    video, garment = ensure_sample(tmp_path / "s", frames=4)
+    clip = open_video(video)
+    assert (clip.info.width, clip.info.height, clip.info.fps, clip.info.frames) == (540, 960, 30, 4)
+    x, y, w, h = sample_roi()
+    assert 0 <= x and 0 <= y and x + w <= 540 and y + h <= 960
+    g = Garment.load(garment)  # a mask the checks accept
+    assert 0.2 < g.edge.mean() < 0.7
+    stamp = video.stat().st_mtime_ns
+    assert ensure_sample(tmp_path / "s", frames=4) == (video, garment) and video.stat().st_mtime_ns == stamp
+
+
+def test_a_missing_build_is_compiled_first(build, tmp_path, monkeypatch):
+    import argparse
+    import shutil
+
+    from mirror.compiler import cmd_tryon
+
+    calls = []
+
+    def fake_main(argv):
+        calls.append(argv)
+        shutil.copytree(build, argv[argv.index("--out") + 1], dirs_exist_ok=True)
+        return 0
+
+    monkeypatch.setattr(cli, "main", fake_main)
+    args = argparse.Namespace(build=str(tmp_path / "b"), target="onnx", precision="fp16", quiet=True)
+    cmd_tryon._ensure_build(args)
+    cmd_tryon._ensure_build(args)  # now there is a build: no second compile
+    assert calls == [["compile", "--graphs", "warp,gen", "--targets", "onnx", "--precisions", "fp16",
+                      "--no-baseline", "--out", str(tmp_path / "b")]]
+    monkeypatch.setattr(cli, "main", lambda argv: 1)
+    with pytest.raises(Exception, match="compiling .* failed"):
+        cmd_tryon._ensure_build(argparse.Namespace(build=str(tmp_path / "c"), target="onnx", precision="fp32",
+                                                   quiet=True))

@@ -77,6 +77,18 @@ def test_writer_keeps_size_timing_and_audio(tmp_path: Path) -> None:
     assert len(audio) > 0.5 * 16000 and np.abs(audio).max() > 0.1  # the tone is there
 
 
+def test_audio_mp4_cannot_hold_is_reencoded_to_aac(tmp_path: Path) -> None:
+    src = write_clip(tmp_path / "pcm.avi", smooth_rgb(10, 32, 32), fps=10, audio=True, audio_codec="pcm_s16le")
+    clip = open_video(src)
+    with open_mp4(tmp_path / "out.mp4", clip.info, src) as writer:
+        for f in clip:
+            writer.write(f.rgb(), f.pts)
+    with av.open(str(tmp_path / "out.mp4")) as box:
+        assert box.streams.audio[0].codec_context.name == "aac"
+        audio = np.concatenate([f.to_ndarray().ravel() for f in box.decode(audio=0)])
+    assert len(audio) > 0.8 * 16000 and np.abs(audio).max() > 0.1
+
+
 def test_writer_refuses_other_suffixes_and_leaves_nothing_on_failure(tmp_path: Path) -> None:
     info = open_video(write_clip(tmp_path / "a.mp4", smooth_rgb(2, 16, 16))).info
     with pytest.raises(MirrorError, match="must be an .mp4"):
