@@ -41,7 +41,9 @@ def bar_chart(
         parts.append(f'<text x="{label_w - 6}" y="{y0 + group_h / 2}" font-size="11" text-anchor="end" '
                      f'dominant-baseline="middle">{escape(row[-48:])}</text>')  # fmt: skip
         for k, (name, vs) in enumerate(series.items()):
-            v = vs[i] or 0.0
+            if vs[i] is None:
+                continue  # no figure (a runner that did not run): no bar, no label
+            v = vs[i]
             w = max(plot_w * v / top, 1.0 if v else 0.0)
             y = y0 + k * bar_h
             parts.append(
