@@ -266,6 +266,14 @@ def flowwarp_build(tmp_path_factory):
     return out
 
 
+def test_compile_and_validate_write_the_report(flowwarp_build):
+    page = flowwarp_build / "report.html"
+    assert 'data-plot="coverage"' in page.read_text()  # written by the compile
+    page.unlink()
+    assert cli.main(["validate", str(flowwarp_build), "--gpu-parity", "none"]) == 0
+    assert "onnxruntime" in page.read_text() and 'data-plot="parity"' in page.read_text()
+
+
 def test_cli_profiles_a_build_here_and_on_a_phone(flowwarp_build, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", f"{_fake_adb(tmp_path).parent}{os.pathsep}{os.environ['PATH']}")
     assert cli.main(["profile", str(flowwarp_build), "--runs", "1", "--adb"]) == 0
