@@ -2,8 +2,9 @@
 
 Sections, each present only when its data is: per-layer latency bars (measured and
 estimated side by side, per graph), GPU-delegate coverage (ours vs the stock converter),
-parity per artifact, runner and precision, the pass records, and artifact sizes per
-target and precision. Inputs are the build's report.json, validate.json and profile.json.
+parity per artifact, runner and precision, the first divergent layer when ``mirror validate
+--localize`` ran, the pass records, and artifact sizes per target and precision. Inputs are
+the build's report.json, validate.json and profile.json.
 """
 
 from __future__ import annotations
@@ -123,14 +124,42 @@ def parity_section(report: dict[str, Any], validate: dict[str, Any] | None) -> s
         cells = []
         for r in runners:
             p = (a.get("parity") or {}).get(r, {})
-            text = f"{_fig(p['max_abs'], '.2g')} / {_fig(p['psnr_db'], '.0f')} dB" if "max_abs" in p else \
-                escape(p.get("skipped", "-"))
+            text = (
+                f"{_fig(p['max_abs'], '.2g')} / {_fig(p['psnr_db'], '.0f')} dB"
+                if "max_abs" in p
+                else escape(p.get("skipped", "-"))
+            )
             cells.append(f'<td class="{"" if p.get("passed", True) else "fail"}">{text}</td>')
         table.append(f"<tr><td>{escape(name)}</td><td>{escape(a.get('precision', ''))}</td>{''.join(cells)}</tr>")
     return (
         "<h2>Parity</h2><p>PSNR of each artifact against PyTorch per runner (capped at 150 dB); the table gives "
         "max abs / PSNR.</p>" + bar_chart("parity", rows, series, "dB") + "".join(table) + "</table>"
     )
+
+
+def localize_section(validate: dict[str, Any] | None) -> str:
+    """``mirror validate --localize``: per artifact and runner, the first divergent layer and the
+    layers with the lowest SNR against PyTorch."""
+    found = [(Path(a.get("path") or a["graph"]).name, runner, loc) for a in (validate or {}).get("artifacts", [])
+             for runner, loc in (a.get("localize") or {}).items() if "unavailable" not in loc]  # fmt: skip
+    if not found:
+        return ""
+    out = ["<h2>First divergent layer</h2><p>From <code>mirror validate --localize</code>: the first layer whose "
+           "output misses the bound while its inputs meet it, and the layers with the lowest SNR.</p>"]  # fmt: skip
+    rows = ["<table><tr><th>artifact</th><th>runner</th><th>first divergent layer</th><th>op</th><th>SNR</th></tr>"]
+    for name, runner, loc in found:
+        first = loc.get("first_divergent") or {}
+        cells = [
+            escape(first.get("module", "none")),
+            escape(str(first.get("op", ""))),
+            _fig(first.get("snr_db", ""), ".1f"),
+        ]
+        rows.append(f"<tr><td>{escape(name)}</td><td>{escape(runner)}</td>" + "".join(f"<td>{c}</td>" for c in cells))
+        worst = loc.get("worst_layers") or []
+        snr = [_capped(e.get("snr_db")) for e in worst]
+        out.append(f"<h3>{escape(name)} on {escape(runner)}: lowest SNR</h3>")
+        out.append(bar_chart(f"localize-{name}-{runner}", [e["module"] for e in worst], {"SNR dB": snr}, "dB"))
+    return "".join(out) + "".join(rows) + "</table>"
 
 
 def passes_section(report: dict[str, Any]) -> str:
@@ -159,8 +188,8 @@ def render(report: dict[str, Any] | None, profile: dict[str, Any] | None, valida
     if profile:
         body.append(latency_section(profile, key))
     if report:
-        body += [coverage_section(report), parity_section(report, validate), passes_section(report),
-                 sizes_section(report)]  # fmt: skip
+        body += [coverage_section(report), parity_section(report, validate), localize_section(validate),
+                 passes_section(report), sizes_section(report)]  # fmt: skip
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>MIRROR report</title><style>{_CSS}</style>"
             f"</head><body>{''.join(body)}</body></html>\n")  # fmt: skip
 

@@ -47,6 +47,18 @@ def _build(folder: Path) -> None:
     table.write(folder / "profile.json", folder / "profile.csv", [profile], {})
 
 
+def test_localization_is_drawn_when_validate_found_it(tmp_path):
+    _build(tmp_path)
+    layer = {"module": "heads.0", "op": "conv2d", "snr_db": 21.5, "added_db": 30.1}
+    found = {"first_divergent": layer, "worst_layers": [layer, {**layer, "module": "enc.0", "snr_db": 44.0}]}
+    localize = {"litert-cpu": found, "litert-gpu": {"unavailable": "no"}}
+    validate = {"artifacts": [{"graph": "toy", "path": "toy_fp16.tflite", "precision": "fp16", "localize": localize}]}
+    (tmp_path / "validate.json").write_text(json.dumps(validate))
+    page = html.write_report(tmp_path).read_text()
+    assert 'data-plot="localize-toy_fp16.tflite-litert-cpu"' in page and "<td>heads.0</td>" in page
+    assert "litert-gpu: lowest" not in page
+
+
 def test_page_is_self_contained(tmp_path):
     _build(tmp_path)
     page = html.write_report(tmp_path).read_text()
