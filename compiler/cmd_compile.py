@@ -116,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
     from mirror.profiling.html import write_report
 
     progress.log(f"wrote {config.out / 'report.json'}, {config.out / 'manifest.json'} and {write_report(config.out)}")
+    from mirror.compiler.runtime_wheel import write_runtime_wheel
+
+    progress.log(f"wrote {write_runtime_wheel(config.out)} (the torch-free runtime; see RUNTIME.md)")
     for line in summary["emit_failed"] + summary["parity_failed"]:
         progress.log(f"FAILED {line}")
     allowed = " (allowed by --allow-cpu-fallback)" if config.allow_cpu_fallback else ""
