@@ -52,6 +52,8 @@ def test_exit_code_and_summary(compiled):
     assert code == 0, report["summary"]
     assert report["summary"]["passed"] and not report["summary"]["parity_failed"]
     assert not (out / ".staging").exists()
+    # The torch-free runtime is written next to the artifacts (tests/test_runtime_wheel.py installs one).
+    assert (out / "mirror_runtime-0.1.0-py3-none-any.whl").is_file() and (out / "RUNTIME.md").is_file()
 
 
 def test_every_target_and_precision_is_reported(compiled):

@@ -16,14 +16,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from media_clips import write_clip
-from onnx import TensorProto, helper
 from PIL import Image
+from standin_build import make_standin_build
 
 from mirror.compiler import cli
-from mirror.files import sha256_of
 from mirror.runtime.divton import DivtonRunner, find_artifact
 from mirror.runtime.garment import Garment, edge_mask, otsu_threshold
 from mirror.runtime.image import load_image
@@ -34,73 +32,9 @@ H, W = 256, 192
 GARMENT_RGB = (20, 200, 40)
 
 
-def _vi(name: str, c: int) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, c, H, W])
-
-
-def _save(graph: onnx.GraphProto, path: Path) -> None:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-
-
-def stand_in_warp(path: Path) -> None:
-    nodes = [
-        helper.make_node("Mul", ["cloth", "edge"], ["warped_cloth"]),
-        helper.make_node("Identity", ["edge"], ["warped_edge"]),
-        helper.make_node("Concat", ["person", "warped_cloth", "warped_edge"], ["gen_input"], axis=1),
-        helper.make_node("Sub", ["edge", "edge"], ["zero"]),
-        helper.make_node("Concat", ["zero", "zero"], ["flow"], axis=1),
-    ]
-    _save(
-        helper.make_graph(
-            nodes,
-            "warp",
-            [_vi("person", 3), _vi("parsing", 7), _vi("cloth", 3), _vi("edge", 1)],
-            [_vi("flow", 2), _vi("warped_cloth", 3), _vi("warped_edge", 1), _vi("gen_input", 7)],
-        ),
-        path,
-    )
-
-
-def stand_in_gen(path: Path) -> None:
-    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
-    nodes = [
-        helper.make_node("Split", ["gen_input"], ["rendered", "cloth", "mask"], axis=1, num_outputs=3),
-        helper.make_node("Mul", ["cloth", "mask"], ["a"]),
-        helper.make_node("Sub", ["one", "mask"], ["inv"]),
-        helper.make_node("Mul", ["rendered", "inv"], ["b"]),
-        helper.make_node("Add", ["a", "b"], ["tryon"]),
-        helper.make_node("Identity", ["mask"], ["gen_mask"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "gen",
-        [_vi("gen_input", 7)],
-        [_vi("rendered", 3), _vi("mask", 1), _vi("tryon", 3), _vi("gen_mask", 1)],
-        [one],
-    )
-    _save(graph, path)
-
-
 @pytest.fixture(scope="module")
 def build(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("build")
-    stand_in_warp(root / "warp_fp32.onnx")
-    stand_in_gen(root / "gen_fp32.onnx")
-    entries = [
-        {
-            "graph": g,
-            "target": "onnx",
-            "precision": "fp32",
-            "path": f"{g}_fp32.onnx",
-            "sha256": sha256_of(root / f"{g}_fp32.onnx"),
-        }
-        for g in ("warp", "gen")
-    ]
-    (root / "manifest.json").write_text(json.dumps({"version": 1, "artifacts": entries}))
-    return root
+    return make_standin_build(tmp_path_factory.mktemp("build"))
 
 
 @pytest.fixture(scope="module")
