@@ -136,11 +136,12 @@ def run(args: argparse.Namespace) -> int:
     garment = Garment.load(garment_path, args.edge)
     clip = open_video(video)
     _ensure_build(args)
-    store, preview_clock = _store(args, clip, roi_text)
-    roi_mode = store.preview.get("mask_source") == "roi"
-    dnn = DivtonRunner(args.build, garment, args.target, args.precision, "gpu" if args.gpu else "cpu", roi_mode)
-    _say(args, f"Runtime: DIVTON on {int(store['dnn'].sum())} of {store.frames} frames, VITOFF on the rest -> {out}")
+    # The artifacts are found and checked before Preview, so a wrong --build fails at once.
+    dnn = DivtonRunner(args.build, garment, args.target, args.precision, "gpu" if args.gpu else "cpu")
     try:
+        store, preview_clock = _store(args, clip, roi_text)
+        dnn.roi_mode = store.preview.get("mask_source") == "roi"
+        _say(args, f"Runtime: DIVTON on {int(store['dnn'].sum())} of {store.frames} frames, VITOFF elsewhere -> {out}")
         clock, keyframe_ms = run_tryon_video(clip, store, dnn, out, Progress(args.quiet))
     finally:
         dnn.close()

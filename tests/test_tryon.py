@@ -404,3 +404,12 @@ def test_a_missing_build_is_compiled_first(build, tmp_path, monkeypatch):
     with pytest.raises(Exception, match="compiling .* failed"):
         cmd_tryon._ensure_build(argparse.Namespace(build=str(tmp_path / "c"), target="onnx", precision="fp32",
                                                    quiet=True))
+
+
+def test_a_build_without_the_artifacts_fails_before_preview(build, garment_png, landscape, tmp_path, capsys):
+    video, roi = landscape
+    code, _, err = _tryon([str(video), str(garment_png), "--build", str(build), "--target", "tflite",
+                           "--roi", ",".join(map(str, roi)), "--context", str(tmp_path / "ctx"),
+                           "--out", str(tmp_path / "o.mp4")], capsys)
+    assert code == 1 and "no warp artifact for tflite/fp32" in err and err.count("\n") == 1
+    assert not (tmp_path / "ctx").exists()
