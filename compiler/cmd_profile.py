@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, help="group layers by the first N components of the module path")
     parser.add_argument("--top", type=int, default=15, help="layers printed per graph (default: 15)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per measured source (default: 3)")
+    parser.add_argument("--threads", type=int,
+                        help="intra-op threads for the measurements here (default: each library's own)")  # fmt: skip
     parser.add_argument("--no-measure", action="store_true", help="estimates only: time nothing on this machine")
     parser.add_argument("--adb", nargs="?", const="adb", metavar="ADB",
                         help="also run benchmark_model on the attached phone (CPU and --use_gpu)")  # fmt: skip
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     subjects, out = _subjects(args, prof)
     devices, precisions = _devices(args), _precisions(args.precisions)
     args.sort = _check_sort(args.sort, devices, precisions)
-    opts = prof.Options(devices, precisions, args.depth, runs=args.runs,
+    opts = prof.Options(devices, precisions, args.depth, runs=args.runs, threads=args.threads,
                         torch=not args.no_measure, onnxruntime=not args.no_measure, litert=not args.no_measure,
                         adb=phone.Adb(args.adb, args.serial) if args.adb else None,
                         benchmark_binary=args.benchmark_binary)  # fmt: skip

@@ -63,6 +63,7 @@ class Options:
     adb: phone.Adb | None = None
     benchmark_binary: Path | None = None
     runs: int = 3
+    threads: int | None = None  # intra-op threads of every measurement here (each library's default if None)
 
 
 def build_subjects(build: Path, graphs: list[str] | None = None) -> list[Subject]:
@@ -135,18 +136,18 @@ def _measure_here(subject: Subject, program: Any, opts: Options, progress: Progr
     unit, out = subject.unit, []
     if opts.torch:
         with progress.step(f"{unit.name}: PyTorch profiler"):
-            per, whole = measure_torch.torch_layer_ms(unit.reference, unit.example_inputs, opts.runs)
+            per, whole = measure_torch.torch_layer_ms(unit.reference, unit.example_inputs, opts.runs, opts.threads)
         note = "torch.profiler on the eager reference, CPU; whole model timed without the profiler"
         out.append(table.Measured("pytorch", whole, per, note))
     if opts.onnxruntime:
         with progress.step(f"{unit.name}: onnxruntime profiler"):
             model, note = _onnx_model(subject, program)
             fx = {n.name: layers.layer_of(n) for n in program.graph.nodes if n.op == "call_function"}
-            per, whole = measure_ort.ort_layer_ms(model, _feeds(unit), fx, opts.runs)
+            per, whole = measure_ort.ort_layer_ms(model, _feeds(unit), fx, opts.runs, opts.threads)
         out.append(table.Measured("onnxruntime", whole, per, note))
     if opts.litert and subject.tflite is not None:
         with progress.step(f"{unit.name}: LiteRT CPU, whole model"):
-            whole = measure_litert.litert_whole_ms(subject.tflite, _feeds(unit), "cpu", opts.runs)
+            whole = measure_litert.litert_whole_ms(subject.tflite, _feeds(unit), opts.runs, opts.threads)
         out.append(table.Measured("litert-cpu", whole, None, measure_litert.WHY_WHOLE))
     return out
 

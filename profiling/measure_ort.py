@@ -44,13 +44,18 @@ def node_layers(model: Any, fx_layers: dict[str, str] | None = None) -> dict[str
 
 
 def ort_layer_ms(
-    model: Any, feeds: dict[str, np.ndarray], fx_layers: dict[str, str] | None = None, runs: int = 3
+    model: Any,
+    feeds: dict[str, np.ndarray],
+    fx_layers: dict[str, str] | None = None,
+    runs: int = 3,
+    threads: int | None = None,
 ) -> tuple[dict[str, float], float]:
     """(milliseconds per module path, whole-run milliseconds), averaged over ``runs``."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default
     with tempfile.TemporaryDirectory() as tmp:
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "ort")

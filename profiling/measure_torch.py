@@ -46,10 +46,20 @@ def _hook(module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
 
 @torch.no_grad()
 def torch_layer_ms(
-    module: nn.Module, inputs: tuple[torch.Tensor, ...], runs: int = 3
+    module: nn.Module, inputs: tuple[torch.Tensor, ...], runs: int = 3, threads: int | None = None
 ) -> tuple[dict[str, float], float]:
     """(exclusive milliseconds per module path under the profiler, whole-forward milliseconds
-    without it), both averaged over ``runs``."""
+    without it), both averaged over ``runs``, on ``threads`` intra-op threads (torch's default if None)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        return _measure(module, inputs, runs)
+    finally:
+        torch.set_num_threads(before)
+
+
+@torch.no_grad()
+def _measure(module: nn.Module, inputs: tuple[torch.Tensor, ...], runs: int) -> tuple[dict[str, float], float]:
     module(*inputs)  # warm-up: first-call allocations are not the model's time
     t0 = time.perf_counter()
     for _ in range(runs):
