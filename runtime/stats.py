@@ -45,7 +45,7 @@ def summary_line(stats: dict, out: str) -> str:
     f, k = stats["frames"], stats["dnn_frames"]
     phases = ", ".join(f"{p} {stats['ms'][p] / 1e3:.1f} s" for p in PHASES if stats["ms"][p] > 0)
     speed = stats["speedup_vs_every_frame"]
-    speed_txt = f", {speed:.1f}x faster than DIVTON on every frame" if speed else ""
+    speed_txt = f", speedup over DIVTON on every frame {speed:.1f}x" if speed else ""
     return (f"tryon: {f} frames, DIVTON on {k} ({stats['dnn_fraction']:.1%}, "
             f"{stats['divton_median_ms']:.0f} ms each){speed_txt}; {phases}; "
             f"{stats['ms']['total'] / 1e3:.1f} s in all -> {out}")
