@@ -4,7 +4,8 @@ Frames are encoded as they come (nothing is held back), with H.264 (libx264, bun
 PyAV's FFmpeg) or MPEG-4 part 2 where a build lacks it; both play in every common
 player. Each frame keeps the timestamp it had in the source, in the source's time
 base, so a variable-frame-rate clip keeps its timing. Frames are written upright (the
-reader already applied the rotation), so no display matrix is needed. H.264 in 4:2:0
+reader already applied the rotation), so no display matrix is needed, and in the
+source's YUV matrix (BT.709 for most phone video), tagged, so colours do not shift. H.264 in 4:2:0
 needs even sizes: an odd width or height is padded by one repeated edge pixel.
 
 The source's first audio track is copied packet for packet when MP4 can hold its codec
@@ -29,6 +30,7 @@ from .video import VideoInfo
 
 MP4_AUDIO = {"aac", "mp3", "opus", "flac", "ac3", "eac3", "alac"}
 AUDIO_LEAD_S = 0.5  # audio muxed this far ahead of the video, so the muxer interleaves
+MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: limited (16-235) range, what players expect
 
 
 def video_codec() -> str:
@@ -103,6 +105,9 @@ class Mp4Writer:
         vs.width, vs.height, vs.pix_fmt = self.width, self.height, "yuv420p"
         vs.time_base = info.time_base
         vs.codec_context.time_base = info.time_base
+        # Coded and tagged with the source's YUV matrix, so players show the source's colours.
+        self.colorspace = info.colorspace
+        vs.codec_context.colorspace, vs.codec_context.color_range = info.colorspace, MPEG_RANGE
         if vs.codec_context.name == "libx264":
             vs.codec_context.options = {"crf": "18", "preset": "veryfast"}
         else:
@@ -118,7 +123,9 @@ class Mp4Writer:
         h, w = rgb.shape[:2]
         if (h, w) != (self.height, self.width):
             rgb = np.pad(rgb, ((0, self.height - h), (0, self.width - w), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p",
+                                                                        dst_colorspace=self.colorspace)
+        frame.colorspace, frame.color_range = self.colorspace, MPEG_RANGE
         frame.pts, frame.time_base = int(pts), self.time_base
         if self._audio is not None:
             self._audio.until(float(pts * Fraction(self.time_base)) + AUDIO_LEAD_S)

@@ -31,6 +31,7 @@ from .imgproc import resize
 
 FRAME_H, FRAME_W = 960, 540
 NPY_FPS = Fraction(30)
+BT601 = 6  # AVCOL_SPC_SMPTE170M: FFmpeg's matrix for untagged video
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class VideoInfo:
     frames: int  # exact for .npy and most .mp4; an estimate from the duration otherwise
     rotation: int  # quarter turns applied to make frames upright
     has_audio: bool
+    colorspace: int = BT601  # the YUV matrix (FFmpeg's AVColorSpace number) the source was coded with
 
 
 class VideoClip:
@@ -190,7 +192,9 @@ def _probe(path: Path) -> VideoInfo:
             duration = float(vs.duration * vs.time_base) if vs.duration else (box.duration or 0) / 1e6
             frames = int(vs.frames) or max(1, round(duration * fps))
             w, h = (first.height, first.width) if turns % 2 else (first.width, first.height)
-            return VideoInfo(w, h, fps, Fraction(vs.time_base), frames, turns, bool(box.streams.audio))
+            # PyAV converts each frame with the matrix it is tagged with; untagged means BT.601.
+            space = int(first.colorspace) if int(first.colorspace) not in (0, 2) else BT601
+            return VideoInfo(w, h, fps, Fraction(vs.time_base), frames, turns, bool(box.streams.audio), space)
     except av.FFmpegError as exc:
         raise _not_a_video(path, getattr(exc, "strerror", None) or exc) from None
 

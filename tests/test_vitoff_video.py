@@ -89,6 +89,30 @@ def test_audio_mp4_cannot_hold_is_reencoded_to_aac(tmp_path: Path) -> None:
     assert len(audio) > 0.8 * 16000 and np.abs(audio).max() > 0.1
 
 
+def test_bt709_source_keeps_its_colours_and_tag(tmp_path: Path) -> None:
+    """Phone video is BT.709: decoded and re-encoded with that matrix, and tagged so players use it."""
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[:] = (200, 60, 30)
+    with av.open(str(tmp_path / "in.mp4"), "w") as box:
+        vs = box.add_stream("libx264", rate=10)
+        vs.width = vs.height = 32
+        vs.pix_fmt, vs.codec_context.colorspace = "yuv420p", 1
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p", dst_colorspace=1)
+        frame.colorspace, frame.pts = 1, 0
+        box.mux(vs.encode(frame))
+        box.mux(vs.encode(None))
+    clip = open_video(tmp_path / "in.mp4")
+    assert clip.info.colorspace == 1
+    with open_mp4(tmp_path / "out.mp4", clip.info) as writer:
+        for f in clip:
+            assert np.abs(f.rgb()[16, 16].astype(int) - rgb[16, 16]).max() <= 4
+            writer.write(f.rgb(), f.pts)
+    with av.open(str(tmp_path / "out.mp4")) as box:
+        out = next(box.decode(video=0))
+        assert (out.colorspace, out.color_range) == (1, 1)
+        assert np.abs(out.to_ndarray(format="rgb24")[16, 16].astype(int) - rgb[16, 16]).max() <= 5
+
+
 def test_writer_refuses_other_suffixes_and_leaves_nothing_on_failure(tmp_path: Path) -> None:
     info = open_video(write_clip(tmp_path / "a.mp4", smooth_rgb(2, 16, 16))).info
     with pytest.raises(MirrorError, match="must be an .mp4"):
