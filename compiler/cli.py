@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 import traceback
+from typing import Any
 
 from mirror import MirrorError, __version__
 
@@ -57,8 +60,18 @@ def _load(name: str):
         raise
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every command cleans up the same way."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         parser = _build_parser(argv)
         args = parser.parse_args(argv)
@@ -69,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     except MirrorError as exc:
         print(f"mirror: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("mirror: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"mirror: {what}; finished outputs are kept, nothing half-written is left", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # noqa: BLE001 - one line, unless asked for the traceback
         if os.environ.get("MIRROR_DEBUG"):
             raise

@@ -71,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const=True,
         help="exit 0 even when a LiteRT artifact leaves ops on the CPU (default: that fails the compile)",
     )
+    parser.add_argument(
+        "--rebuild",
+        action="store_const",
+        const=True,
+        help="rebuild every artifact (default: reuse those unchanged since the previous build in --out)",
+    )
 
 
 def quiet_converters() -> None:
@@ -109,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         gpu_check=args.gpu_check,
         gpu_parity=args.gpu_parity,
         allow_cpu_fallback=args.allow_cpu_fallback,
+        rebuild=args.rebuild,
     )
     progress = Progress()
     data = compile_all(config, progress)

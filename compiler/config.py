@@ -73,6 +73,7 @@ class CompileConfig:
     allow_cpu_fallback: bool = False  # True: ops left on the CPU by the GPU delegate do not fail the compile
     sampling: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SAMPLING))
     model: str | None = None  # "package.module:factory" for a user model
+    rebuild: bool = False  # True: ignore the previous build's artifacts (compiler/reuse.py)
 
 
 def _check_choice(kind: str, values: list[str], allowed: tuple[str, ...]) -> list[str]:
@@ -107,7 +108,7 @@ def _graph_config(name: str, table: dict[str, Any]) -> GraphConfig:
 
 
 _KNOWN_KEYS = ("out", "graphs", "targets", "precisions", "seed", "baseline", "gpu_check", "gpu_parity", "graph",
-               "model", "sampling", "allow_cpu_fallback")  # fmt: skip
+               "model", "sampling", "allow_cpu_fallback", "rebuild")  # fmt: skip
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> CompileConfig:
@@ -134,6 +135,7 @@ def load_config(path: Path | None = None, **overrides: Any) -> CompileConfig:
         allow_cpu_fallback=_flag(data, "allow_cpu_fallback", False),
         sampling=_sampling(data),
         model=_model(data),
+        rebuild=_flag(data, "rebuild", False),
     )
 
 

@@ -32,6 +32,7 @@ from mirror import MirrorError, __version__, precisions
 from mirror.compiler.baseline import BaselineJob
 from mirror.compiler.config import CompileConfig
 from mirror.compiler.progress import Progress
+from mirror.compiler.reuse import PreviousBuild, ReusePlan, stage_reused
 from mirror.compiler.units import CompileUnit, units_for
 from mirror.files import sha256_of, size_of
 from mirror.passes.base import run_pipeline
@@ -76,6 +77,7 @@ class CompileSession:
     progress: Progress
     report: CompileReport
     emitters: dict[str, Any] = field(default_factory=dict)
+    plan: ReusePlan | None = None
 
 
 def compile_all(config: CompileConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -106,10 +108,14 @@ def _compile(config: CompileConfig, units: list[CompileUnit], staging: Path, pro
         mirror=__version__,
     )
     session = CompileSession(config, staging, progress, report, {t: emitter_for(t) for t in config.targets})
+    session.plan = ReusePlan.make(config, units, PreviousBuild(config.out, ignore=config.rebuild))
     job = None
     if config.baseline and "tflite" in config.targets:
-        progress.log("baseline (stock litert-torch, no passes) runs in the background")
-        job = BaselineJob(config, staging)
+        if session.plan.reused_baseline is not None:
+            progress.log("baseline: reused (every graph unchanged since the previous build)")
+        else:
+            progress.log("baseline (stock litert-torch, no passes) runs in the background")
+            job = BaselineJob(config, staging)
     try:
         for unit in units:
             _compile_graph(session, unit)
@@ -121,13 +127,21 @@ def _compile(config: CompileConfig, units: list[CompileUnit], staging: Path, pro
         with progress.step("baseline: waiting for the stock conversions") as note:
             report.baseline = job.results()
             note["result"] = "; ".join(b.brief() for b in report.baseline)
+    elif config.baseline and session.plan.reused_baseline is not None:
+        report.baseline = session.plan.reused_baseline
     report.seconds = time.perf_counter() - t_start
     return report
 
 
 def _compile_graph(session: CompileSession, unit: CompileUnit) -> None:
-    """Export one graph, run its shared pipeline, then every target's pipeline and artifacts."""
-    config = session.config
+    """Export one graph, run its shared pipeline, then every target's pipeline and artifacts
+    (an artifact unchanged since the previous build is reused; compiler/reuse.py)."""
+    config, plan = session.config, session.plan
+    session.report.not_built += [f"{unit.name}/{t}/{p}: {t} has no {p} recipe" for t in session.emitters
+                                 for p in config.precisions if not precisions.supported(t, p)]  # fmt: skip
+    if plan.all_reused(unit.name):
+        _reuse_graph(session, unit)
+        return
     with session.progress.step(f"{unit.name}: torch.export"):
         program = torch.export.export(unit.export_module, unit.example_inputs)
     val_inputs = unit.inputs(config.seed + VALIDATION_SEED_OFFSET)
@@ -147,17 +161,39 @@ def _compile_graph(session: CompileSession, unit: CompileUnit) -> None:
     shared_prefixes: dict[Any, Any] = {}  # backends whose pipelines start alike run that start once
     for target, emitter in session.emitters.items():
         wanted = [p for p in config.precisions if precisions.supported(target, p)]
-        session.report.not_built += [f"{unit.name}/{target}/{p}: {target} has no {p} recipe"
-                                     for p in config.precisions if p not in wanted]  # fmt: skip
-        if not wanted:
-            continue  # nothing to emit: the backend's passes would be wasted
+        todo = [p for p in wanted if plan.reused(unit.name, target, p) is None]
+        if not todo:  # nothing to emit: the backend's passes would be wasted
+            session.report.artifacts += [_reuse(session, unit.name, target, p) for p in wanted]
+            continue
         backend = emitter.pipeline(config.sampling[target])
         program_t = _run_passes(session, unit, program, backend, target, val_inputs, shared_prefixes)
         passes = [*run.shared_passes, *(name for name, _ in backend)]
         for precision in wanted:
+            if precision not in todo:
+                session.report.artifacts.append(_reuse(session, unit.name, target, precision))
+                continue
             entry = _build_artifact(session, run, emitter, program_t, precision)
             entry.passes = passes
+            if entry.error is None:
+                entry.info["build_key"] = plan.key(unit.name, target, precision)
             session.report.artifacts.append(entry)
+
+
+def _reuse_graph(session: CompileSession, unit: CompileUnit) -> None:
+    """Every artifact of the graph is unchanged: take them, its tensors and pass records over."""
+    plan = session.plan
+    session.report.tensors[unit.name] = plan.previous.tensors.get(unit.name, {})
+    session.report.passes.extend(plan.previous.graph_passes(unit.name))
+    for target in session.emitters:
+        for precision in session.config.precisions:
+            if precisions.supported(target, precision):
+                session.report.artifacts.append(_reuse(session, unit.name, target, precision))
+
+
+def _reuse(session: CompileSession, graph: str, target: str, precision: str) -> ArtifactEntry:
+    entry = stage_reused(session.plan.reused(graph, target, precision), session.plan.previous.out, session.staging)
+    session.progress.log(f"{graph}: {target} {precision}: reused (unchanged; sha256 matches the manifest)")
+    return entry
 
 
 def _run_passes(

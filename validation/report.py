@@ -47,6 +47,17 @@ class ParityResult:
         return {"max_abs": self.max_abs, "mean_abs": self.mean_abs, "psnr_db": self.psnr_db,
                 "passed": self.passed, "failures": self.failures, "outputs": self.outputs}  # fmt: skip
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ParityResult:
+        """Read back what ``to_json`` wrote (a reused artifact keeps its figures)."""
+        if "skipped" in data:
+            return cls(skipped=data["skipped"])
+        if "error" in data:
+            return cls(passed=False, error=data["error"])
+        return cls(data.get("passed"), _float(data.get("max_abs")), _float(data.get("mean_abs")),
+                   _float(data.get("psnr_db")), list(data.get("failures") or []),
+                   dict(data.get("outputs") or {}))  # fmt: skip
+
     def brief(self) -> str:
         """A few words for the progress line."""
         if self.skipped is not None:
@@ -114,6 +125,17 @@ class ArtifactEntry:
             out["localize"] = self.localize
         return out
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ArtifactEntry:
+        """Read back an entry of report.json (a reused artifact)."""
+        entry = cls(data["graph"], data["target"], data["precision"], list(data.get("passes") or []),
+                    data.get("path"), data.get("bytes"), data.get("sha256"), dict(data.get("info") or {}))  # fmt: skip
+        entry.parity = {r: ParityResult.from_json(p) for r, p in (data.get("parity") or {}).items()}
+        if data.get("gpu_delegate") is not None:
+            entry.gpu_delegate = GpuDelegateResult(dict(data["gpu_delegate"]))
+        entry.error = data.get("error")
+        return entry
+
     def failed_checks(self) -> list[str]:
         where = f"{self.graph}/{self.target}/{self.precision}"
         return [
@@ -179,7 +201,7 @@ class CompileReport:
             "mirror": self.mirror,
             "config": {"graphs": list(self.tensors), **self.config},
             "artifacts": artifacts,
-            "passes": [r.to_json() for r in self.passes],
+            "passes": [r if isinstance(r, dict) else r.to_json() for r in self.passes],  # dicts: reused records
             "baseline": [b.to_json() for b in self.baseline],
             "determinism": determinism(artifacts),
             "summary": self.summary(),
@@ -261,6 +283,11 @@ def determinism(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
             notes.append("not measured in this compile; tests/test_compile_e2e.py compiles twice and compares digests")
         out[target] = {"byte_identical": verdict, "notes": notes}
     return out
+
+
+def _float(value: Any) -> float | None:
+    """A figure of report.json: non-finite ones are written as strings ("inf", "nan")."""
+    return None if value is None else float(value)
 
 
 def _clean(value: Any) -> Any:
