@@ -115,6 +115,11 @@ def _phone_outputs(values: list[str] | None) -> dict[str, Path]:
 def _devices(args: argparse.Namespace) -> list:
     from mirror.profiling import roofline
 
+    if args.calibrate and (args.calibrate.suffix != ".json" or not args.calibrate.is_file()):
+        from mirror import MirrorError
+
+        raise MirrorError(f"--calibrate takes a device JSON file to update; {args.calibrate} is not one "
+                          f"(copy one of {roofline.DEVICES_DIR}/*.json)")  # fmt: skip
     names = roofline.builtin_devices() if args.devices == "all" else _list(args.devices)
     devices = [roofline.load_device(n) for n in names]
     if args.calibrate and args.calibrate.resolve() not in {d.path.resolve() for d in devices}:

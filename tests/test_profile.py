@@ -242,6 +242,7 @@ def test_cli_profiles_a_user_model_and_calibrates_a_device(tmp_path, capsys, mon
         (["--devices", "adreno-999"], "unknown device 'adreno-999'"),
         (["--phone-output", "npu=x.pb"], "--phone-output takes cpu=FILE or gpu=FILE"),
         (["--artifact", "nothing.tflite", "--graph", "gen"], "no such artifact"),
+        (["--calibrate", "adreno-750"], "--calibrate takes a device JSON file"),
     ],
 )
 def test_cli_bad_flags_are_one_line_errors(tmp_path, capsys, flags, message):
