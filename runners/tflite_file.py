@@ -7,11 +7,14 @@ delegate checker reads ops and tensors.
 
 from __future__ import annotations
 
+import struct
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from mirror import MirrorError
 
 
 @dataclass
@@ -56,10 +59,28 @@ class TFLiteGraph:
 
 
 def read_tflite(path: Path | str, signature: str | None = None) -> TFLiteGraph:
-    """Read the ops and tensors of the subgraph behind ``signature`` (default: the first)."""
+    """Read the ops and tensors of the subgraph behind ``signature`` (default: the first).
+
+    A damaged or truncated file is a MirrorError: flatbuffers are read lazily, so offsets
+    that point past the end or at garbage surface as struct/unicode errors anywhere below.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise MirrorError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return _read(data, signature, path)
+    except (struct.error, ValueError, TypeError, IndexError, UnicodeDecodeError, AttributeError) as exc:
+        raise MirrorError(f"{Path(path).name} is not a readable .tflite flatbuffer (damaged or truncated: "
+                          f"{type(exc).__name__}); rebuild or recopy it") from None  # fmt: skip
+
+
+def _read(data: bytes, signature: str | None, path: Path | str) -> TFLiteGraph:
     from ai_edge_litert import schema_py_generated as fb
 
-    model = fb.Model.GetRootAs(Path(path).read_bytes(), 0)
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise MirrorError(f"{Path(path).name} is not a .tflite flatbuffer (no TFL3 identifier)")
+    model = fb.Model.GetRootAs(data, 0)
     sig_key, sub_index, sig_in, sig_out = _signature(model, signature, path)
     g = model.Subgraphs(sub_index)
     tensors = [_tensor(fb, model, g.Tensors(t), t) for t in range(g.TensorsLength())]
