@@ -32,6 +32,7 @@ from mirror.passes.base import run_pipeline
 from mirror.passes.registry import PIPELINES
 from mirror.profiling import (
     benchmark_output,
+    heatmap,
     layers,
     measure_litert,
     measure_ort,
@@ -50,6 +51,7 @@ class Subject:
     tflite: Path | None = None
     onnx: Path | None = None  # a given .onnx; None: export the program afresh
     phone_outputs: dict[str, Path] = field(default_factory=dict)  # accelerator -> recorded output
+    by_precision: dict[str, Path] = field(default_factory=dict)  # one target's artifacts, for the error maps
 
 
 @dataclass
@@ -84,8 +86,21 @@ def build_subjects(build: Path, graphs: list[str] | None = None) -> list[Subject
         unit = user_unit(config["model"]) if config.get("model") else _builtin(name, config)
         tfl = [a["path"] for a in report.get("artifacts", [])
                if a["graph"] == name and a["target"] == "tflite" and a["precision"] == "fp32"]  # fmt: skip
-        subjects.append(Subject(unit, build / tfl[0] if tfl and (build / tfl[0]).is_file() else None))
+        subject = Subject(unit, build / tfl[0] if tfl and (build / tfl[0]).is_file() else None)
+        subject.by_precision = _one_target(build, report, name)
+        subjects.append(subject)
     return subjects
+
+
+def _one_target(build: Path, report: dict[str, Any], graph: str) -> dict[str, Path]:
+    """fp32 and the reduced precisions of one target (LiteRT first), for the error maps."""
+    for target in ("tflite", "onnx"):
+        found = {a["precision"]: build / a["path"] for a in report.get("artifacts", [])
+                 if a["graph"] == graph and a["target"] == target and a.get("path")}  # fmt: skip
+        found = {p: path for p, path in found.items() if path.is_file()}
+        if "fp32" in found and len(found) > 1:
+            return found
+    return {}
 
 
 def _builtin(name: str, config: dict[str, Any]) -> CompileUnit:
@@ -125,7 +140,11 @@ def profile(subject: Subject, opts: Options, progress: Progress) -> tuple[dict[s
     measured = _measure_here(subject, program, opts, progress) + _measure_phone(subject, opts, progress)
     if opts.depth is not None:
         measured = [_regroup(m, opts.depth) for m in measured]
-    return table.build_profile(unit.name, table_layers, measured, opts.devices, opts.precisions), table_layers
+    profile = table.build_profile(unit.name, table_layers, measured, opts.devices, opts.precisions)
+    if opts.torch and subject.by_precision and unit.psnr_output:
+        with progress.step(f"{unit.name}: error maps of {', '.join(sorted(subject.by_precision))} against fp32"):
+            profile["error_maps"] = heatmap.precision_maps(subject.by_precision, _feeds(unit), unit.psnr_output)
+    return profile, table_layers
 
 
 def _feeds(unit: CompileUnit) -> dict[str, np.ndarray]:

@@ -3,7 +3,8 @@
 Sections, each present only when its data is: per-layer latency bars (measured and
 estimated side by side, per graph), GPU-delegate coverage (ours vs the stock converter),
 parity per artifact, runner and precision, the first divergent layer when ``mirror validate
---localize`` ran, the pass records, and artifact sizes per target and precision. Inputs are
+--localize`` ran, error maps of the reduced precisions against fp32 (from ``mirror profile``),
+the pass records, and artifact sizes per target and precision. Inputs are
 the build's report.json, validate.json and profile.json.
 """
 
@@ -82,6 +83,42 @@ def latency_section(profile: dict[str, Any], key: str, n: int = 15) -> str:
         est = [f"{escape(k)}: {e['frame_ms']:.1f} ms" for k, e in g["estimated"].items()]
         out.append(f"<p>measured whole model: {'; '.join(whole) or 'none'}<br>estimated frame: {'; '.join(est)}</p>")
     return "".join(out)
+
+
+def heatmap(plot_id: str, grid: list[list[float]], top: float, cell: int = 8) -> str:
+    """One error grid as SVG cells, white (no error) to dark red (``top``)."""
+    rows, cols = len(grid), len(grid[0]) if grid else 0
+    parts = [f'<svg data-plot="{escape(plot_id)}" width="{cols * cell}" height="{rows * cell}" role="img">']
+    for r, line in enumerate(grid):
+        for c, v in enumerate(line):
+            t = min(v / top, 1.0) if top > 0 else 0.0
+            g = int(255 * (1 - t))  # white -> red -> dark red
+            color = f"rgb({int(255 - 120 * max(t - 0.5, 0) * 2)},{g},{g})"
+            parts.append(f'<rect x="{c * cell}" y="{r * cell}" width="{cell}" height="{cell}" fill="{color}">'
+                         f"<title>{v:.3g}</title></rect>")  # fmt: skip
+    return "".join(parts) + "</svg>"
+
+
+def heatmap_section(profile: dict[str, Any]) -> str:
+    """Per graph, |reduced precision - fp32| of its image output, on one colour scale per graph."""
+    out = []
+    for g in profile.get("graphs", []):
+        maps = g.get("error_maps") or {}
+        precisions = [p for p in maps if isinstance(maps[p], dict)]
+        if not precisions:
+            continue
+        top = max(max(max(line) for line in maps[p]["grid"]) for p in precisions)
+        out.append(f"<h3>{escape(g['graph'])}: <code>{escape(maps['output'])}</code> against "
+                   f"{escape(maps['reference'])} (dark red = {top:.3g} mean abs per cell)</h3><div>")  # fmt: skip
+        for p in precisions:
+            m, plot = maps[p], heatmap(f"heatmap-{g['graph']}-{p}", maps[p]["grid"], top)
+            out.append(f'<figure style="display:inline-block;margin:0 16px 0 0">{plot}<figcaption>'
+                       f"{escape(m['artifact'])}: max abs {m['max_abs']:.3g}, mean abs {m['mean_abs']:.3g}"
+                       "</figcaption></figure>")  # fmt: skip
+        out.append("</div>")
+    if not out:
+        return ""
+    return "<h2>Error maps</h2><p>Where each reduced precision differs from fp32 on the same input.</p>" + "".join(out)
 
 
 def coverage_section(report: dict[str, Any]) -> str:
@@ -186,7 +223,7 @@ def render(report: dict[str, Any] | None, profile: dict[str, Any] | None, valida
     """The whole page."""
     body = ["<h1>MIRROR build report</h1>"]
     if profile:
-        body.append(latency_section(profile, key))
+        body += [latency_section(profile, key), heatmap_section(profile)]
     if report:
         body += [coverage_section(report), parity_section(report, validate), localize_section(validate),
                  passes_section(report), sizes_section(report)]  # fmt: skip

@@ -10,6 +10,7 @@ import stat
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -75,6 +76,19 @@ def test_layers_are_deepest_modules_and_group_by_depth():
     grouped = {x.path: x for x in layers.group(list(table.values()), 1)}
     assert set(grouped) == {"enc", "heads", layers.ROOT}
     assert grouped["enc"].flops == sum(table[p].flops for p in ("enc.0", "enc.1", "enc.2"))
+
+
+def test_error_grid_finds_where_the_error_is():
+    from mirror.profiling.heatmap import error_grid
+
+    ref = np.zeros((1, 3, 256, 192), np.float32)
+    other = ref.copy()
+    other[0, :, 200:208, 16:24] = 0.3  # one 8x8 cell, every channel
+    found = error_grid(ref, other)
+    grid = np.array(found["grid"])
+    assert grid.shape == (32, 24) and np.unravel_index(grid.argmax(), grid.shape) == (25, 2)
+    assert grid.max() == pytest.approx(0.3, rel=1e-6) and found["max_abs"] == pytest.approx(0.3, rel=1e-6)
+    assert found["mean_abs"] == pytest.approx(0.3 * 64 / (256 * 192), rel=1e-5)
 
 
 def test_device_files_cite_sources_and_mark_derived_figures():
@@ -262,7 +276,7 @@ def test_cli_rejects_a_recorded_output_for_many_graphs(tmp_path, capsys):
 def flowwarp_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("build")
     code = cli.main(["compile", "--model", "user_models:flow_warp", "--out", str(out), "--no-baseline",
-                     "--targets", "tflite,onnx", "--precisions", "fp32", "--gpu-check", "static"])  # fmt: skip
+                     "--targets", "tflite,onnx", "--precisions", "fp32,fp16", "--gpu-check", "static"])  # fmt: skip
     assert code == 0
     return out
 
@@ -285,6 +299,10 @@ def test_cli_profiles_a_build_here_and_on_a_phone(flowwarp_build, tmp_path, caps
     assert measured["onnxruntime"]["per_layer"] and measured["phone-gpu"]["whole_ms"] == pytest.approx(62.46, rel=1e-3)
     log = (tmp_path / "adb.log").read_text()
     assert f"push {flowwarp_build / 'flowwarp_fp32.tflite'} /data/local/tmp/flowwarp_fp32.tflite" in log
-    assert 'data-plot="latency-flowwarp"' in (flowwarp_build / "report.html").read_text()
+    maps = g["error_maps"]  # the fp16 .tflite against the fp32 one, on the first output
+    assert maps["output"] == "warped" and maps["reference"] == "flowwarp_fp32.tflite"
+    assert len(maps["fp16"]["grid"]) == 32 and 0 < maps["fp16"]["max_abs"] < 0.05
+    page = (flowwarp_build / "report.html").read_text()
+    assert 'data-plot="latency-flowwarp"' in page and 'data-plot="heatmap-flowwarp-fp16"' in page
     out = capsys.readouterr().out
     assert "whole model only" in out and "estimated frame" in out

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mirror.profiling import html, layers, roofline, table
+from mirror.profiling import heatmap, html, layers, roofline, table
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PLOTS = ["latency-toy", "coverage", "parity", "sizes"]
@@ -44,6 +44,10 @@ def _build(folder: Path) -> None:
     measured = [table.Measured("pytorch", 1.5, {"0": 1.0, "1": 0.1, "2": 0.4}),
                 table.Measured("litert-cpu", 2.0, None, "whole model only")]  # fmt: skip
     profile = table.build_profile("toy", lay, measured, [roofline.load_device("adreno-750")], ["fp16", "fp32"])
+    ref = torch.zeros(1, 3, 64, 48).numpy()
+    noisy = ref + torch.linspace(0, 0.1, 48).numpy()  # error grows to the right
+    profile["error_maps"] = {"output": "image", "reference": "toy_fp32.tflite",
+                             "fp16": {"artifact": "toy_fp16.tflite", **heatmap.error_grid(ref, noisy)}}  # fmt: skip
     table.write(folder / "profile.json", folder / "profile.csv", [profile], {})
 
 
@@ -63,7 +67,7 @@ def test_page_is_self_contained(tmp_path):
     _build(tmp_path)
     page = html.write_report(tmp_path).read_text()
     assert not re.search(r"https?://|<script|<link|<img|<iframe|url\(", page, re.I)
-    for plot in PLOTS:
+    for plot in [*PLOTS, "heatmap-toy-fp16"]:
         assert f'data-plot="{plot}"' in page
     assert 'class="fail"' in page  # the failing GPU parity is marked
 
@@ -90,6 +94,9 @@ def test_chromium_renders_every_plot(tmp_path):
         assert svg, f"{plot} not in the rendered DOM"
         widths = [float(w) for w in re.findall(r'<rect[^>]* width="([0-9.]+)"', svg.group(0))]
         assert widths and max(widths) > 50, f"{plot} has no visible bar"
+    cells = re.search(r'<svg data-plot="heatmap-toy-fp16".*?</svg>', dom, re.S).group(0)
+    fills = re.findall(r'fill="rgb\((\d+),(\d+),(\d+)\)"', cells)
+    assert len(fills) == 32 * 24 and int(fills[0][1]) > int(fills[-1][1])  # redder where the error is larger
     shot = tmp_path / "report.png"
     subprocess.run([*base, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
     image = cv2.imread(str(shot))
