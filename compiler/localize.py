@@ -20,7 +20,7 @@ from mirror.compiler.driver import emitter_for
 from mirror.compiler.units import CompileUnit
 from mirror.passes.base import run_pipeline
 from mirror.passes.registry import PIPELINES
-from mirror.runners.taps import GPU_TAPS_UNAVAILABLE, litert_cpu_taps, onnxruntime_taps
+from mirror.runners.taps import GPU_TAPS_UNAVAILABLE, coreml_mil_taps, litert_cpu_taps, onnxruntime_taps
 from mirror.targets.base import Artifact
 from mirror.validation.localize import Localization, RefNode, localize, reference_nodes
 
@@ -83,8 +83,4 @@ def _tap_sources(artifact: Artifact) -> list[tuple[str, Any]]:
         return [("litert-cpu", lambda a, f: litert_cpu_taps(a.path, f))]
     if artifact.target == "onnx":
         return [("onnxruntime", lambda a, f: onnxruntime_taps(a.path, f))]
-    return [("coreml-mil", _coreml_unavailable)]
-
-
-def _coreml_unavailable(artifact: Artifact, feeds: dict[str, np.ndarray]) -> list[Any]:
-    raise MirrorError("intermediate tensors of Core ML packages are not captured yet")
+    return [("coreml-mil", lambda a, f: coreml_mil_taps(a.path, f))]

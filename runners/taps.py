@@ -9,15 +9,20 @@ path its name carries: what ``--localize`` compares with the PyTorch reference l
   (``quantization.qdq_loss_debug``) add every float tensor as a graph output; the session
   runs with graph optimizations off so the tensors are the exported ones. Names:
   ``<module path>/<FX node name>`` (``targets/onnx_names.py`` writes them).
+- coreml-mil: the numpy MIL executor keeps every op's output (``CoreMLMilRunner.run_all``);
+  MIL names are the sanitized ``<module path>/<FX node>`` our Core ML target gave each FX
+  node, and the exact pair is in the package's metadata (``COREML_PATHS_KEY``).
 - The LiteRT GPU accelerator exposes no intermediates (``CompiledModel`` has neither a
   preserve-all-tensors mode nor a profiler): see ``GPU_TAPS_UNAVAILABLE``.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +34,9 @@ GPU_TAPS_UNAVAILABLE = (
     "LiteRT's GPU accelerator exposes no intermediate tensors (no preserve-all-tensors mode, "
     "no per-op profiler); localize on litert-cpu, which runs the same flatbuffer"
 )
+
+
+COREML_PATHS_KEY = "mirror.module_paths"  # package metadata: {MIL name prefix: "<module path>/<FX node>"}
 
 
 @dataclass
@@ -105,3 +113,41 @@ def onnxruntime_taps(path: Path, feeds: dict[str, np.ndarray]) -> list[Tap]:
         module, fx = split_onnx_name(name)
         taps.append(Tap(name, module, op, np.asarray(saved, np.float32), fx))
     return taps
+
+
+def coreml_mil_taps(path: Path, feeds: dict[str, np.ndarray]) -> list[Tap]:
+    """Every op output of a saved .mlpackage on the coreml-mil executor, in program order."""
+    from mirror.runners.base import RunnerError
+    from mirror.runners.coreml_mil import CoreMLMilRunner, load_package_spec
+
+    runner = CoreMLMilRunner(path)
+    try:
+        values = runner.run_all(feeds, keep=True)
+        ops = runner.program().ops
+        prefixes = coreml_node_names(load_package_spec(path))
+    except RunnerError as exc:
+        raise MirrorError(str(exc)) from None
+    taps = []
+    for op in ops:
+        for name in op.outputs:
+            value = values.get(name)
+            if value is None or not np.issubdtype(value.dtype, np.floating):
+                continue
+            module, fx = split_onnx_name(coreml_node_of(name, prefixes))
+            taps.append(Tap(name, module, op.type, value.astype(np.float32), fx))
+    return taps
+
+
+def coreml_node_names(spec: Any) -> dict[str, str]:
+    """{MIL name prefix: "<module path>/<FX node>"} from a package spec ({} if none)."""
+    raw = spec.description.metadata.userDefined.get(COREML_PATHS_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def coreml_node_of(mil_name: str, prefixes: dict[str, str]) -> str:
+    """``"<module path>/<FX node>"`` of a MIL op output: the longest prefix it starts with."""
+    best = ""
+    for prefix in prefixes:
+        if len(prefix) > len(best) and (mil_name == prefix or mil_name.startswith(prefix + "_")):
+            best = prefix
+    return prefixes.get(best, "")

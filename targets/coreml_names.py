@@ -5,7 +5,8 @@ coremltools names each MIL op after the FX node it converts, sanitized to an ide
 During conversion each FX node is renamed ``<module path>/<name>`` (so the MIL names read
 ``aflow_net_netRefine_3_0_conv2d_cast_fp16`` in Netron or Xcode), and since the sanitized
 form loses which ``_`` was a ``.``, the exact paths go into the package's user-defined
-metadata under ``mirror.module_paths`` ({sanitized node name: module path}).
+metadata under ``mirror.module_paths`` ({sanitized node name: "<module path>/<FX node>"};
+``runners.taps`` reads it back).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-METADATA_KEY = "mirror.module_paths"
+from mirror.runners.taps import COREML_PATHS_KEY
+
+METADATA_KEY = COREML_PATHS_KEY
 
 
 def _identifier(text: str) -> str:
@@ -26,7 +29,7 @@ def _identifier(text: str) -> str:
 @contextmanager
 def module_path_names(program: Any) -> Iterator[dict[str, str]]:
     """Rename the program's nodes after their module paths for the ``with`` block (names are
-    restored after it); yields {new node name: module path}."""
+    restored after it); yields {node name during conversion: "<module path>/<FX node>"}."""
     from mirror.passes.graph_utils import module_path
 
     outputs = {spec.arg.name for spec in program.graph_signature.output_specs if hasattr(spec.arg, "name")}
@@ -34,14 +37,17 @@ def module_path_names(program: Any) -> Iterator[dict[str, str]]:
     renamed: list[tuple[Any, str]] = []
     paths: dict[str, str] = {}
     for node in program.graph.nodes:
-        path = module_path(node) if node.op == "call_function" and node.name not in outputs else ""
-        new = _identifier(f"{path}/{node.name}") if path else ""
-        if not new or new in taken:
+        if node.op != "call_function" or node.name in outputs:
+            continue
+        path = module_path(node)
+        new = _identifier(f"{path}/{node.name}") if path else node.name  # root nodes keep their names
+        if new != node.name and new in taken:
             continue
         taken.add(new)
-        renamed.append((node, node.name))
-        node.name = new
-        paths[new] = path
+        paths[new] = f"{path}/{node.name}"
+        if new != node.name:
+            renamed.append((node, node.name))
+            node.name = new
     try:
         yield paths
     finally:
@@ -51,18 +57,3 @@ def module_path_names(program: Any) -> Iterator[dict[str, str]]:
 
 def record_module_paths(mlmodel: Any, paths: dict[str, str]) -> None:
     mlmodel.user_defined_metadata[METADATA_KEY] = json.dumps(paths, sort_keys=True, separators=(",", ":"))
-
-
-def read_module_paths(spec: Any) -> dict[str, str]:
-    """The {node name: module path} map stored in a package's spec ({} if none)."""
-    raw = spec.description.metadata.userDefined.get(METADATA_KEY)
-    return json.loads(raw) if raw else {}
-
-
-def module_path(mil_name: str, paths: dict[str, str]) -> str:
-    """The module path of a MIL op output name: the longest node name it starts with."""
-    best = ""
-    for node in paths:
-        if len(node) > len(best) and (mil_name == node or mil_name.startswith(node + "_")):
-            best = node
-    return paths.get(best, "")

@@ -3,7 +3,7 @@ and source line, on each runner; and the layers a quantization hurts most.
 
 Three ways an artifact goes wrong, each caught at its layer:
 - a converter bug (litert-torch's nearest resize to a size that is not a whole multiple),
-- weights changed inside the emitted file (one conv, per target),
+- weights changed inside the emitted file (one conv, per target: LiteRT, ONNX, Core ML),
 - NaN weights.
 """
 
@@ -27,10 +27,10 @@ INTERPOLATE_LINE = next(i for i, line in enumerate((TESTS / "user_models.py").re
                         if "F.interpolate(features" in line)  # fmt: skip
 
 
-def _compile(out: Path, model: str, precisions: str) -> int:
+def _compile(out: Path, model: str, precisions: str, targets: str = "tflite,onnx") -> int:
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(TESTS))
-        return cli.main(["compile", "--model", model, "--out", str(out), "--no-baseline", "--targets", "tflite,onnx",
+        return cli.main(["compile", "--model", model, "--out", str(out), "--no-baseline", "--targets", targets,
                          "--precisions", precisions, "--gpu-parity", "none"])  # fmt: skip
 
 
@@ -49,7 +49,7 @@ def _found(data: dict, target: str, precision: str, runner: str) -> dict:
 @pytest.fixture(scope="module")
 def flow_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("flow")
-    assert _compile(out, "user_models:flow_warp", "fp32,int8") == 0
+    assert _compile(out, "user_models:flow_warp", "fp32,int8", "tflite,onnx,coreml") == 0
     return out
 
 
@@ -70,8 +70,9 @@ def test_a_converter_bug_is_named_with_its_source_line(tmp_path):
     assert "no intermediate tensors" in gpu["unavailable"]
 
 
-def _scale_tflite_weights(path: Path, weight: np.ndarray) -> None:
-    """Multiply one conv's weights inside a .tflite by 3 (found by their bytes, OHWI or OIHW)."""
+def _scale_weights(path: Path, weight: np.ndarray) -> None:
+    """Multiply one conv's weights inside a file by 3 (found by their bytes: .tflite keeps
+    them OHWI, a Core ML weight blob OIHW)."""
     blob = bytearray(path.read_bytes())
     for layout in (weight.transpose(0, 2, 3, 1), weight):
         raw = np.ascontiguousarray(layout, np.float32).tobytes()
@@ -105,11 +106,12 @@ def test_a_perturbed_conv_is_named_on_each_target(flow_build, tmp_path, monkeypa
     import user_models
 
     weight = user_models.flow_warp()[0].features[2].weight.detach().numpy()
-    _scale_tflite_weights(build / "flowwarp_fp32.tflite", weight)
+    _scale_weights(build / "flowwarp_fp32.tflite", weight)
+    _scale_weights(build / "flowwarp_fp32.mlpackage/Data/com.apple.CoreML/weights/weight.bin", weight)
     _set_onnx_weights(build / "flowwarp_fp32.onnx", "features.2.weight", 3.0)
     _drop_digests(build)
     _, data = _localize(build)
-    for target, runner in (("tflite", "litert-cpu"), ("onnx", "onnxruntime")):
+    for target, runner in (("tflite", "litert-cpu"), ("onnx", "onnxruntime"), ("coreml", "coreml-mil")):
         first = _found(data, target, "fp32", runner)["first_divergent"]
         assert first is not None and first["module"] == "features.2" and first["op"] == "conv2d", (target, first)
 
@@ -128,7 +130,7 @@ def test_nan_weights_are_named_where_they_start(flow_build, tmp_path):
 def test_quantization_error_is_ranked_by_layer(flow_build):
     code, data = _localize(flow_build)
     assert code == 0  # within the int8 bound as a whole
-    for target, runner in (("tflite", "litert-cpu"), ("onnx", "onnxruntime")):
+    for target, runner in (("tflite", "litert-cpu"), ("onnx", "onnxruntime"), ("coreml", "coreml-mil")):
         found = _found(data, target, "int8", runner)
         top = found["top_error_added"]
         assert top and all(isinstance(e["added_db"], float) for e in top)

@@ -81,9 +81,8 @@ def test_onnx_nodes_and_tensors_carry_module_paths():
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_coreml_ops_carry_module_paths(tmp_path, precision):
+    from mirror.runners.taps import coreml_node_names, coreml_node_of, split_onnx_name
     from mirror.targets.coreml import CoreMLEmitter, _load_spec
-    from mirror.targets.coreml_names import module_path as coreml_path
-    from mirror.targets.coreml_names import read_module_paths
 
     torch.manual_seed(0)
     x = torch.randn(1, 3, 16, 16)
@@ -93,9 +92,11 @@ def test_coreml_ops_carry_module_paths(tmp_path, precision):
                                input_names=["image"], output_names=["out"])  # fmt: skip
     assert [n.name for n in program.graph.nodes] == names  # the program is left as it was
     spec = _load_spec(art.path)
-    paths = read_module_paths(spec)
+    paths = coreml_node_names(spec)
     ops = next(iter(spec.mlProgram.functions["main"].block_specializations.values())).operations
-    conv_paths = {coreml_path(op.outputs[0].name, paths) for op in ops if op.type == "conv"}
+    conv_nodes = [split_onnx_name(coreml_node_of(op.outputs[0].name, paths)) for op in ops if op.type == "conv"]
+    conv_paths = {path for path, _ in conv_nodes}
+    assert all(fx in names for _, fx in conv_nodes)
     assert conv_paths == {"stem", "main.0.0", "main.1.0", "refine.0.0", "refine.1.0"}, conv_paths
     # The names themselves show the path too (sanitized to identifiers by coremltools).
     assert any(op.outputs[0].name.startswith("refine_1_0_") for op in ops if op.type == "conv")
