@@ -39,6 +39,7 @@ def _gpu(result: dict[str, Any] | None) -> dict[str, Any]:
         "partitions": result["partitions"],
         "full": bool(result["fully_accelerated"]),
         "static_agrees": agree,
+        "static": {k: static.get(k) for k in ("fully_accelerated", "ops_on_gpu", "partitions")},
         "refused": sorted({u["op"] for u in result.get("unsupported", [])}),
     }
 

@@ -31,9 +31,10 @@ from mirror.passes import (  # noqa: F401
 from mirror.passes.base import PipelineSpec
 
 PIPELINES: dict[str, PipelineSpec] = {
-    # Any exported model: no-op nodes out, input-independent subgraphs folded; the backends
-    # take it from there.
-    "default": [("drop_aliases", {}), ("affine_grid", {}), ("fold_constants", {})],
+    # Any exported model: no-op nodes out, input-independent subgraphs folded, nothing above
+    # rank 4 (Core ML stops above 5, LiteRT's GPU delegate above 4); the backends take it
+    # from there.
+    "default": [("drop_aliases", {}), ("affine_grid", {}), ("fold_constants", {}), ("legalize_rank", {})],
 }
 
 # The DIVTON warper exported in its full PF-AFN form.
