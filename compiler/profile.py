@@ -142,7 +142,8 @@ def profile(subject: Subject, opts: Options, progress: Progress) -> tuple[dict[s
         measured = [_regroup(m, opts.depth) for m in measured]
     profile = table.build_profile(unit.name, table_layers, measured, opts.devices, opts.precisions)
     if opts.torch and subject.by_precision and unit.psnr_output:
-        with progress.step(f"{unit.name}: error maps of {', '.join(sorted(subject.by_precision))} against fp32"):
+        reduced = ", ".join(sorted(set(subject.by_precision) - {"fp32"}))
+        with progress.step(f"{unit.name}: error maps of {reduced} against fp32"):
             profile["error_maps"] = heatmap.precision_maps(subject.by_precision, _feeds(unit), unit.psnr_output)
     return profile, table_layers
 
