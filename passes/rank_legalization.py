@@ -50,15 +50,6 @@ def _high(node: Node) -> bool:
     return any(isinstance(v, torch.Tensor) and v.dim() > MAX_RANK for v in vals)
 
 
-def _contiguous(t: torch.Tensor) -> bool:
-    expected = 1
-    for size, stride in reversed(list(zip(t.shape, t.stride(), strict=True))):
-        if size != 1 and stride != expected:
-            return False
-        expected *= size
-    return True
-
-
 class Builder:
     """Inserts nodes before ``at``, with fake values and the source location of ``at``."""
 
@@ -81,9 +72,9 @@ class Builder:
         value = lifted_value(self.program, x)
         if value is not None:  # a constant is stored in the shape it is read in
             return add_constant(self.program, f"{x.name}_r{len(shape)}", value.reshape(shape).contiguous())
-        if not _contiguous(x.meta["val"]):
-            x = self.call(_CLONE, x, memory_format=torch.contiguous_format)
-        return self.call(aten.view.default, x, list(shape))
+        # reshape, not view: a later lowering may make the input non-contiguous, and
+        # retracing then decomposes reshape into whatever the new strides need.
+        return self.call(aten.reshape.default, x, list(shape))
 
 
 def _permute(b: Builder, x: Node, perm: list[int]) -> Node:
