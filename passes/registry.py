@@ -23,6 +23,7 @@ from mirror.passes import (  # noqa: F401
     litert_constant_operands,
     litert_gather,
     litert_log_softmax,
+    pool_stride,
     rank_legalization,
     scatter_as_cat,
     split_wide_conv,
@@ -34,7 +35,13 @@ PIPELINES: dict[str, PipelineSpec] = {
     # Any exported model: no-op nodes out, input-independent subgraphs folded, nothing above
     # rank 4 (Core ML stops above 5, LiteRT's GPU delegate above 4); the backends take it
     # from there.
-    "default": [("drop_aliases", {}), ("affine_grid", {}), ("fold_constants", {}), ("legalize_rank", {})],
+    "default": [
+        ("drop_aliases", {}),
+        ("explicit_pool_stride", {}),
+        ("affine_grid", {}),
+        ("fold_constants", {}),
+        ("legalize_rank", {}),
+    ],
 }
 
 # The DIVTON warper exported in its full PF-AFN form.
