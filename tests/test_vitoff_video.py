@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 from pathlib import Path
 
@@ -111,6 +112,18 @@ def test_bt709_source_keeps_its_colours_and_tag(tmp_path: Path) -> None:
         out = next(box.decode(video=0))
         assert (out.colorspace, out.color_range) == (1, 1)
         assert np.abs(out.to_ndarray(format="rgb24")[16, 16].astype(int) - rgb[16, 16]).max() <= 5
+
+
+def test_odd_sizes_gain_one_repeated_edge_pixel(tmp_path: Path) -> None:
+    frames = smooth_rgb(2, 35, 21)
+    info = open_video(write_clip(tmp_path / "e.mp4", smooth_rgb(2, 36, 22))).info
+    info = dataclasses.replace(info, width=21, height=35)
+    with open_mp4(tmp_path / "o.mp4", info) as writer:
+        for k, f in enumerate(frames):
+            writer.write(f, k)
+    back = _frames(tmp_path / "o.mp4")
+    assert back.shape == (2, 36, 22, 3)  # H.264 4:2:0 needs even sizes
+    assert np.abs(back[:, :35, :21].astype(int) - frames).mean() < 6
 
 
 def test_writer_refuses_other_suffixes_and_leaves_nothing_on_failure(tmp_path: Path) -> None:
