@@ -81,6 +81,9 @@ def _inputs(args: argparse.Namespace) -> tuple[Path, Path, str | None]:
 
 def _ensure_build(args: argparse.Namespace) -> None:
     """Compile warp + gen for the chosen target and precision when the build has no manifest."""
+    from mirror.precisions import get_recipe
+
+    get_recipe(args.precision)  # an unknown precision stops here, before a compile, with the known names
     build = Path(args.build)
     if (build / "manifest.json").is_file():
         return

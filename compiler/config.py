@@ -162,6 +162,9 @@ def _out(data: dict[str, Any]) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MirrorError(f"--out {out} is a file; name a folder for the build (it is created if missing)")
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise MirrorError(f"--out {out} lies under {blocked}, which is a file; name a folder for the build")
     return out
 
 

@@ -33,7 +33,7 @@ from mirror.compiler.baseline import BaselineJob
 from mirror.compiler.config import CompileConfig
 from mirror.compiler.progress import Progress
 from mirror.compiler.reuse import PreviousBuild, ReusePlan, stage_reused
-from mirror.compiler.units import CompileUnit, units_for
+from mirror.compiler.units import CompileUnit, export_program, units_for
 from mirror.files import sha256_of, size_of
 from mirror.passes.base import run_pipeline
 from mirror.passes.registry import PIPELINES
@@ -143,7 +143,7 @@ def _compile_graph(session: CompileSession, unit: CompileUnit) -> None:
         _reuse_graph(session, unit)
         return
     with session.progress.step(f"{unit.name}: torch.export"):
-        program = torch.export.export(unit.export_module, unit.example_inputs)
+        program = export_program(unit)
     val_inputs = unit.inputs(config.seed + VALIDATION_SEED_OFFSET)
     if unit.pipeline not in PIPELINES:
         raise MirrorError(f"unknown pipeline {unit.pipeline!r}; known: {', '.join(PIPELINES)}")

@@ -12,12 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from mirror import MirrorError
 from mirror.compiler.config import DEFAULT_SAMPLING
 from mirror.compiler.driver import emitter_for
-from mirror.compiler.units import CompileUnit
+from mirror.compiler.units import CompileUnit, export_program
 from mirror.passes.base import run_pipeline
 from mirror.passes.registry import PIPELINES
 from mirror.runners.taps import GPU_TAPS_UNAVAILABLE, coreml_mil_taps, litert_cpu_taps, onnxruntime_taps
@@ -48,7 +47,7 @@ def artifact_program(unit: CompileUnit, target: str, lowering: str) -> tuple[Any
     if unit.pipeline not in PIPELINES:
         raise MirrorError(f"unknown pipeline {unit.pipeline!r}; known: {', '.join(PIPELINES)}")
     spec = [*PIPELINES[unit.pipeline], *emitter_for(target).pipeline(lowering)]
-    program = torch.export.export(unit.export_module, unit.example_inputs)
+    program = export_program(unit)
     program, _ = run_pipeline(program, spec, unit.name)
     return program, [name for name, _ in spec]
 

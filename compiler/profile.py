@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mirror import MirrorError
 from mirror.compiler.config import GraphConfig
 from mirror.compiler.progress import Progress
-from mirror.compiler.units import CompileUnit, builtin_unit, user_unit
+from mirror.compiler.units import CompileUnit, builtin_unit, export_program, user_unit
 from mirror.passes.base import run_pipeline
 from mirror.passes.registry import PIPELINES
 from mirror.profiling import (
@@ -133,7 +132,7 @@ def profile(subject: Subject, opts: Options, progress: Progress) -> tuple[dict[s
     """The profile of one graph (``table.build_profile``) and its layers."""
     unit = subject.unit
     with progress.step(f"{unit.name}: export and layer table") as note:
-        program = torch.export.export(unit.export_module, unit.example_inputs)
+        program = export_program(unit)
         program, _ = run_pipeline(program, PIPELINES[unit.pipeline], unit.name)
         table_layers = layers.group(layers.layers_of(program), opts.depth)
         note["result"] = f"{len(table_layers)} layers, {sum(x.flops for x in table_layers) / 1e9:.1f} GFLOPs"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from mirror import MirrorError, graphs
+from mirror import MirrorError, graphs, one_line
 from mirror.compiler.config import CompileConfig, GraphConfig
 
 # PSNR value range by tensor kind (graphs.TensorSpec.kind).
@@ -137,3 +137,16 @@ def units_for(config: CompileConfig) -> list[CompileUnit]:
     if config.model:
         return [user_unit(config.model)]
     return [builtin_unit(g, config.seed) for g in config.graphs]
+
+
+def export_program(unit: CompileUnit) -> torch.export.ExportedProgram:
+    """``torch.export`` of the unit's module; a model it cannot trace is a one-line error."""
+    try:
+        return torch.export.export(unit.export_module, unit.example_inputs)
+    except MirrorError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch.export raises many kinds; one line for the user
+        raise MirrorError(
+            f"torch.export cannot trace {unit.name}: {one_line(exc)}; the model must run as one graph "
+            "(no Python branches on tensor values, no data-dependent shapes)"
+        ) from None

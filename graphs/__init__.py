@@ -168,6 +168,9 @@ def example_inputs(
     i.i.d. noise is the harshest case for resampling (any sub-pixel rounding of a sampling
     position becomes a large intensity error) and no photo looks like it.
     """
+    if size is not None and (len(size) != 2 or any(not isinstance(v, int) or v <= 0 or v % 32 for v in size)):
+        raise MirrorError(f"size must be (H, W), both positive multiples of 32 (the graphs downsample 5 times); "
+                          f"got {tuple(size)}")  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
     tensors = []
     for t in spec(name).inputs:

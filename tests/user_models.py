@@ -100,3 +100,16 @@ class ResizeDecoder(nn.Module):
 def resize_decoder():
     torch.manual_seed(0)
     return ResizeDecoder().eval(), (torch.randn(1, 3, 24, 20),), ["image"], ["mask"]
+
+
+class Unexportable(nn.Module):
+    """Branches on its input's values: torch.export cannot trace that into one graph."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            return x * 2
+        return -x
+
+
+def unexportable():
+    return Unexportable().eval(), (torch.randn(1, 3, 8, 8),)
