@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import ExportGraphSignature, InputKind
@@ -54,3 +56,23 @@ def prune_unused_state(program: ExportedProgram) -> list[str]:
     graph.lint()
     program.graph_module.recompile()
     return sorted(dead.values())
+
+
+_OWN_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.abspath(__file__)))
+
+
+def source_line(node: torch.fx.Node) -> str:
+    """``file:line`` of the model's own code that made ``node`` ('' if its stack trace has none).
+
+    The innermost frame outside torch and outside these passes (whose decompositions keep
+    the user's frames above their own); paths under the working directory are relative."""
+    frames = [ln.strip() for ln in (node.meta.get("stack_trace") or "").splitlines() if ln.strip().startswith("File ")]
+    for frame in reversed(frames):  # File "/path/model.py", line 42, in forward
+        try:
+            path, line = frame.split('"')[1], frame.split("line ")[1].split(",")[0]
+        except IndexError:
+            continue
+        if not os.path.abspath(path).startswith(_OWN_DIRS):
+            rel = os.path.relpath(path)
+            return f"{path if rel.startswith('..') else rel}:{line}"
+    return ""

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.runners.litert import LiteRTGpuRunner, delegate_adapter
-from mirror.runners.tflite_file import OpInfo, TFLiteGraph, read_tflite
+from mirror.runners.tflite_file import OpInfo, TFLiteGraph, fx_node, read_tflite
 from mirror.runners.vulkan import find_vulkan_driver
 
 GPU_OPS = frozenset(
@@ -352,6 +352,27 @@ def _from_delegate(
     out["delegate_log"] = relevant
     out["static"] = {**static_verdict, "rules": profile}
     return out
+
+
+def locate_sources(result: dict[str, Any], path: Path | str, program: Any) -> dict[str, Any]:
+    """Give each refused-op group of ``result`` its ``source``: the lines of the user's model
+    its ops come from (through the FX node each tensor name carries, and that node's stack
+    trace in ``program``, the exported program the artifact was converted from)."""
+    from mirror.passes.graph_utils import source_line  # imports torch: only when there is a program
+
+    graph = read_tflite(path)
+    nodes = {n.name: n for n in program.graph.nodes}
+    for group in result.get("unsupported", []):
+        lines: list[str] = []
+        for i in group.get("indices", []):
+            for t in graph.ops[i].outputs:
+                node = nodes.get(fx_node(graph.tensors[t].name)) if t >= 0 else None
+                line = source_line(node) if node is not None else ""
+                if line and line not in lines:
+                    lines.append(line)
+        if lines:
+            group["source"] = lines
+    return result
 
 
 def format_report(result: dict[str, Any]) -> str:

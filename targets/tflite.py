@@ -302,10 +302,14 @@ class TFLiteEmitter(EmitterBase):
     def delegate_check(self, artifact: Artifact, runners: list[Any], mode: str) -> dict[str, Any] | None:
         """The GPU delegate's verdict (``targets/gpu_delegate.py``); a GPU runner that already
         loaded the artifact lends its load log instead of a second load."""
-        from mirror.targets.gpu_delegate import verify_gpu_delegate
+        from mirror.targets.gpu_delegate import locate_sources, verify_gpu_delegate
 
         loaded = next((r for r in runners if isinstance(r, LiteRTGpuRunner) and r.loaded is not None), None)
-        return verify_gpu_delegate(artifact.path, mode=mode, runner=loaded)
+        result = verify_gpu_delegate(artifact.path, mode=mode, runner=loaded)
+        if result.get("unsupported") and self._float_cache is not None:
+            # The program this artifact was just converted from names the user's lines.
+            locate_sources(result, artifact.path, self._float_cache[0])
+        return result
 
     def _float_model(
         self, program: Any, example_inputs: tuple[Any, ...], input_names: list[str], output_names: list[str], key: str

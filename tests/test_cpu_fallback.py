@@ -29,6 +29,10 @@ def test_cpu_fallback_fails_the_compile_and_names_the_op(tmp_path, monkeypatch, 
     assert not summary["passed"] and not summary["parity_failed"]  # right, but not on the GPU
     [line] = summary["not_fully_on_gpu"]
     assert line.startswith("gatherhead/tflite/fp32: ") and "1 x GATHER_ND" in line
+    # The refused op is traced back to the user's line: GatherHead.forward's torch.gather.
+    gather_line = next(i for i, t in enumerate((TESTS / "user_models.py").read_text().splitlines(), 1)
+                       if "torch.gather(" in t)  # fmt: skip
+    assert f"(at tests/user_models.py:{gather_line})" in line or f"user_models.py:{gather_line})" in line, line
     err = capsys.readouterr().err
     assert "gatherhead: tflite fp32: on the CPU: 1 x GATHER_ND" in err
     assert "NOT FULLY ON GPU gatherhead/tflite/fp32" in err and "not fully on the GPU" in err

@@ -67,6 +67,14 @@ class ParityResult:
         return f"max {self.max_abs:.2g} psnr {self.psnr_db:.1f}dB {'ok' if self.passed else 'FAIL'}"
 
 
+def _at(source: list[str] | None) -> str:
+    """" (at model.py:42, model.py:57 and 3 more)" for a refusal's source lines."""
+    if not source:
+        return ""
+    more = f" and {len(source) - 2} more" if len(source) > 2 else ""
+    return f" (at {', '.join(source[:2])}{more})"
+
+
 @dataclass
 class GpuDelegateResult:
     """What the LiteRT GPU delegate (or, without one, the static rules) said of an artifact."""
@@ -85,8 +93,9 @@ class GpuDelegateResult:
         return bool(self.figures.get("fully_accelerated"))
 
     def refusals(self) -> list[str]:
-        """One line per refused op kind: count, op and the delegate's reason."""
-        return [f"{u.get('count', 1)} x {u['op']}: {u['reason']}" for u in self.figures.get("unsupported", [])]
+        """One line per refused op kind: count, op, the delegate's reason and where in the model."""
+        return [f"{u.get('count', 1)} x {u['op']}: {u['reason']}{_at(u.get('source'))}"
+                for u in self.figures.get("unsupported", [])]  # fmt: skip
 
     def fallback(self) -> str:
         """Where the model leaves the GPU, in one line."""
@@ -183,6 +192,7 @@ class CompileReport:
     not_built: list[str] = field(default_factory=list)
     seconds: float = 0.0
     mirror: str = ""
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)  # "compile" (this process), "children"
 
     def summary(self) -> dict[str, Any]:
         counts = parity_summary(self.artifacts)
@@ -192,7 +202,7 @@ class CompileReport:
         # Unless the compile allows it, an artifact not fully on its GPU delegate fails it.
         passed = counts["passed"] and (self.config.get("allow_cpu_fallback") or not off_gpu)
         return {**counts, "passed": passed, "emit_failed": emit_failed, "seconds": round(self.seconds, 1),
-                "not_built": self.not_built, "not_fully_on_gpu": off_gpu}  # fmt: skip
+                "peak_rss_mb": self.peak_rss_mb, "not_built": self.not_built, "not_fully_on_gpu": off_gpu}  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         artifacts = [a.to_json() for a in self.artifacts]
