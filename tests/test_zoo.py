@@ -124,3 +124,18 @@ def test_zoo_model_runs_whole_on_the_gpu_delegate(name, tmp_path, monkeypatch):
     # The stock conversion of the same model is judged alike by the rules and the delegate.
     [stock] = [b["gpu_delegate"] for b in report["baseline"]]
     assert stock["static"]["fully_accelerated"] == stock["fully_accelerated"], stock
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["spatial_transformer", "flow_warp", "deform_conv", "ms_deform_attn", "video_sr"])
+def test_zoo_model_converts_to_core_ml(name, tmp_path, monkeypatch):
+    """fp32 and fp16 packages convert (affine_grid, 6-D views and max_pool2d without a stride
+    included) and match PyTorch on the MIL interpreter."""
+    monkeypatch.syspath_prepend(str(TESTS))
+    code = cli.main(["compile", "--model", f"zoo:{name}", "--out", str(tmp_path), "--targets", "coreml",
+                     "--precisions", "fp32,fp16", "--no-baseline"])  # fmt: skip
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert code == 0, report["summary"]
+    assert sorted(a["precision"] for a in report["artifacts"] if not a.get("error")) == ["fp16", "fp32"]
+    fp32 = next(a for a in report["artifacts"] if a["precision"] == "fp32")
+    assert fp32["parity"]["coreml-mil"]["max_abs"] <= 1e-4
