@@ -135,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
         "some checks FAILED")  # fmt: skip
     if summary["not_fully_on_gpu"]:
         verdict += f"; {len(summary['not_fully_on_gpu'])} LiteRT artifact(s) not fully on the GPU{allowed}"
-    progress.log(f"{summary['artifacts']} artifacts, {summary['parity_checks']} parity checks: {verdict}")
+    rss = summary.get("peak_rss_mb") or {}
+    memory = f"; peak memory {rss['compile'] / 1024:.1f} GB" if rss.get("compile") else ""
+    progress.log(f"{summary['artifacts']} artifacts, {summary['parity_checks']} parity checks: {verdict}{memory}")
     if summary["parity_failed"]:
         model = f" (with {config.model} importable)" if config.model else ""
         progress.log(f"to find the first layer that diverges: mirror validate {config.out} --localize{model}")

@@ -130,6 +130,7 @@ def _compile(config: CompileConfig, units: list[CompileUnit], staging: Path, pro
     elif config.baseline and session.plan.reused_baseline is not None:
         report.baseline = session.plan.reused_baseline
     report.seconds = time.perf_counter() - t_start
+    report.peak_rss_mb = peak_rss_mb()
     return report
 
 
@@ -251,6 +252,15 @@ def _build_artifact(
         for runner in runners:
             runner.close()
     return entry
+
+
+def peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory of this process and of its largest child (baseline, GPU checks)."""
+    import resource
+
+    kb = 1024.0  # Linux reports ru_maxrss in KiB
+    return {"compile": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kb, 1),
+            "children": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kb, 1)}  # fmt: skip
 
 
 def _graph_config_json(g: Any) -> dict[str, Any]:

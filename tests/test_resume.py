@@ -88,3 +88,17 @@ def test_an_interrupted_compile_keeps_the_previous_build_and_the_rerun_resumes(t
     code, _ = _compile(out, "--targets", "onnx,tflite", "--precisions", "fp32")
     assert code == 0 and _digests(out)["flowwarp_fp32.onnx"] == before["flowwarp_fp32.onnx"]
     assert "flowwarp_fp32.tflite" in _digests(out)
+
+
+def test_two_compiles_are_byte_identical_on_every_deterministic_target(tmp_path):
+    """Every target but the ORT format (onnxruntime orders its tables per run; README)."""
+    manifests = []
+    for name in ("one", "two"):
+        code, _ = _compile(tmp_path / name, "--targets", "tflite,onnx,coreml", "--precisions", "fp32,int8")
+        assert code == 0
+        manifests.append((tmp_path / name / "manifest.json").read_bytes())
+    assert manifests[0] == manifests[1]
+    digests = _digests(tmp_path / "one")
+    assert {Path(p).suffix for p in digests} == {".tflite", ".onnx", ".mlpackage"} and len(digests) == 6
+    report = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert report["summary"]["peak_rss_mb"]["compile"] > 100  # measured, in MB
