@@ -89,9 +89,11 @@ def quiet_converters() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*[Tt]orch version.*")
+    # --localize keeps every LiteRT tensor on purpose; the interpreter warns about it each time.
+    warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # LiteRT converter info lines
     os.environ.setdefault("GLOG_minloglevel", "2")
-    for name in ("coremltools", "onnxscript", "torch.onnx", "absl"):
+    for name in ("coremltools", "onnxscript", "torch.onnx", "absl", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
