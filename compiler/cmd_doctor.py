@@ -187,7 +187,7 @@ def _coreml(versions: dict[str, str | None], report: dict[str, Any]) -> str:
     else:
         coreml = (
             f"conversion available (coremltools {coreml_ver}); prediction is macOS-only, "
-            f"not available on {platform.system()}"
+            f"not available on {platform.system()}; parity runs on the saved packages in numpy (coreml-mil)"
         )
     report["coreml"] = coreml
     return coreml

@@ -33,7 +33,13 @@ selector keeps in fp32 every op that computes a gather's indices, walking back f
 ``indices`` input through elementwise/shape ops only (add, sub, mul, real_div, floor, clip,
 cast, reshape, slice ...) and forward to the ops that derive only from those (``x - floor(x)``,
 ``1 - fx``). The walk stops at anything else (conv, activations, the gather itself), so the
-network's heavy ops stay fp16. ``fp32_ops="none"`` converts everything; a callable
+network's heavy ops stay fp16. The same walk starts from MIL ``resample``'s ``coordinates``
+(the native sampler): a grid built in pixels (meshgrid plus offsets, then normalized) would
+otherwise be rounded to 1/8 px above 128 in fp16; ``coreml-mil`` measured warp's fp16 package
+with the native sampler at 35.8 dB PSNR that way. coremltools still casts the coordinates to
+fp16 at the ``resample`` itself (its fp16 kernel takes fp16 coordinates), so the normalized
+grid keeps fp16's resolution there (about 0.05 px at 256x192), as with the decomposed
+sampler's flow. ``fp32_ops="none"`` converts everything; a callable
 ``fp32_ops(op) -> bool`` (True = keep fp32) replaces the rule. ``info["fp32_ops"]`` lists the
 MIL ops kept.
 
@@ -69,6 +75,7 @@ from mirror.passes.base import PipelineSpec
 from mirror.passes.registry import lowering_passes
 from mirror.precisions import for_target
 from mirror.runners.coreml import CoreMLRunner
+from mirror.runners.coreml_mil import CoreMLMilRunner
 from mirror.targets.base import Artifact, EmitterBase, describe_artifact
 from mirror.targets.coreml_names import module_path_names, record_module_paths
 from mirror.targets.index_region import index_region
@@ -123,6 +130,9 @@ MIL_INDEX_OPS = frozenset(
     }
 )
 MIL_INDEX_SINKS = frozenset({"gather", "gather_along_axis", "gather_nd", "scatter", "scatter_along_axis", "scatter_nd"})
+# MIL ops whose "coordinates" input holds sampling positions: computed in pixels (meshgrid plus
+# offsets, up to 255 at 256x192), fp16 rounds them to 1/8 px; the same rule keeps them fp32.
+MIL_COORDINATE_SINKS = frozenset({"resample"})
 
 _MANIFEST_NS = uuid.UUID("6f1f6d0e-5a8e-4a47-9a43-6d6972726f72")  # fixed: "mirror" manifest ids
 
@@ -226,7 +236,8 @@ class CoreMLEmitter(EmitterBase):
         return describe_artifact(self.target, graph, precision, final, input_names, output_names, info)
 
     def runners(self, artifact: Artifact) -> list[Any]:
-        return [CoreMLRunner(artifact.path)]
+        # Core ML itself (macOS only) and the numpy executor of the saved package (any OS).
+        return [CoreMLRunner(artifact.path), CoreMLMilRunner(artifact.path)]
 
     def _converted(
         self, program: Any, graph: str, recipe: str, sampler: str, example_inputs: tuple[Any, ...],
@@ -439,7 +450,9 @@ def mil_index_ops(block: Any) -> set[int]:
                     prods.append(None)
                     continue
                 prods.append(str(id(src)))
-                if op.op_type in MIL_INDEX_SINKS and name == "indices":
+                if (op.op_type in MIL_INDEX_SINKS and name == "indices") or (
+                    op.op_type in MIL_COORDINATE_SINKS and name == "coordinates"
+                ):
                     seeds.append(str(id(src)))
         nodes.append((str(id(op)), op.op_type, prods))
     return {int(i) for i in index_region(nodes, seeds, MIL_INDEX_OPS)}

@@ -92,8 +92,14 @@ def test_parity_runners(compiled):
         # --gpu-parity fp32 (the default): reduced precisions skip GPU inference, and say why.
         gpu = by[("tflite", precision)]["parity"]["litert-gpu"]
         assert set(gpu) == {"skipped"} and gpu["skipped"], gpu
-    coreml = by[("coreml", "fp16")]["parity"]
-    assert all("macOS" in p.get("skipped", "macOS") for p in coreml.values())
+    for precision in ("fp32", "fp16", "int8"):
+        coreml = by[("coreml", precision)]["parity"]
+        # Core ML itself runs on macOS only; coreml-mil runs the saved package here.
+        assert "macOS" in coreml["coreml"].get("skipped", "macOS"), coreml["coreml"]
+        mil = coreml["coreml-mil"]
+        assert mil["passed"], mil
+        if precision == "fp32":
+            assert mil["max_abs"] <= 1e-3 and mil["mean_abs"] <= 1e-5, mil
 
 
 def test_gpu_delegate_figures(compiled):
