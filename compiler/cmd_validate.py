@@ -49,11 +49,13 @@ def run(args: argparse.Namespace) -> int:
     if args.artifact is not None:
         # Seeded weights are the compile's default (seed 0) unless --checkpoint gives real ones.
         subjects = [file_subject(args.artifact, graph=args.graph, model=args.model, precision=args.precision,
-                                 checkpoint=_one_checkpoint(args.checkpoint), seed=0)]  # fmt: skip
+                                 checkpoint=_one_checkpoint(args.checkpoint), seed=0,
+                                 exact_export=args.localize)]  # fmt: skip
         seed = VALIDATE_SEED_OFFSET if args.seed is None else args.seed
         out = args.out or args.artifact.with_name(f"{args.artifact.name}.validate.json")
     else:
-        subjects, compile_seed = build_subjects(args.build, _graph_checkpoints(args.checkpoint))
+        subjects, compile_seed = build_subjects(args.build, _graph_checkpoints(args.checkpoint),
+                                                exact_export=args.localize)  # fmt: skip
         seed = compile_seed + VALIDATE_SEED_OFFSET if args.seed is None else args.seed
         out = args.out or args.build / "validate.json"
     localizer = ReferenceCache() if args.localize else None

@@ -21,25 +21,24 @@ from mirror.passes.base import run_pipeline
 from mirror.passes.registry import PIPELINES
 from mirror.runners.taps import GPU_TAPS_UNAVAILABLE, coreml_mil_taps, litert_cpu_taps, onnxruntime_taps
 from mirror.targets.base import Artifact
-from mirror.validation.localize import Localization, RefNode, localize, reference_nodes
+from mirror.validation.localize import Localization, localize
 
 
 class ReferenceCache:
-    """The reference nodes of the last (graph, target) localized: every precision of a target
-    comes from the same program, so they are computed once per target."""
+    """The program of the last (graph, target, lowering) localized: every precision of a
+    target comes from the same program, so export and passes run once per target."""
 
     def __init__(self) -> None:
         self._key: tuple[str, str, str] | None = None
-        self._nodes: list[RefNode] = []
+        self._program: Any = None
         self.passes: list[str] = []
 
-    def nodes(self, unit: CompileUnit, target: str, lowering: str, feeds: dict[str, np.ndarray]) -> list[RefNode]:
+    def program(self, unit: CompileUnit, target: str, lowering: str) -> Any:
         if self._key != (unit.name, target, lowering):
-            self._nodes = []  # drop the previous target's values before computing the next
-            program, self.passes = artifact_program(unit, target, lowering)
-            self._nodes = reference_nodes(program, feeds, unit.input_names)
+            self._program = None  # drop the previous one before building the next
+            self._program, self.passes = artifact_program(unit, target, lowering)
             self._key = (unit.name, target, lowering)
-        return self._nodes
+        return self._program
 
 
 def artifact_program(unit: CompileUnit, target: str, lowering: str) -> tuple[Any, list[str]]:
@@ -60,11 +59,12 @@ def localize_artifact(
 
     ``recorded``: the passes the build's report says made the artifact; ``lowering``: the
     compile's grid_sample lowering for the target (default: ``DEFAULT_SAMPLING``'s)."""
-    nodes = cache.nodes(unit, artifact.target, lowering or DEFAULT_SAMPLING[artifact.target], feeds)
+    program = cache.program(unit, artifact.target, lowering or DEFAULT_SAMPLING[artifact.target])
     found: dict[str, Localization] = {}
     for runner, taps in _tap_sources(artifact):
         try:
-            found[runner] = localize(runner, nodes, taps(artifact, feeds), artifact.precision)
+            found[runner] = localize(runner, program, feeds, unit.input_names, taps(artifact, feeds),
+                                     artifact.precision)  # fmt: skip
         except MirrorError as exc:
             found[runner] = Localization(runner, unavailable=str(exc))
     if artifact.target == "tflite":

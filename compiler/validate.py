@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from mirror import MirrorError, __version__
-from mirror.compiler.config import KNOWN_GRAPHS, GraphConfig
+from mirror.compiler.config import DEFAULT_PIPELINES, KNOWN_GRAPHS, GraphConfig
 from mirror.compiler.driver import emitter_for
 from mirror.compiler.localize import ReferenceCache, localize_artifact
 from mirror.compiler.progress import Progress
@@ -55,8 +55,13 @@ class Subject:
     lowering: str | None = None  # the compile's grid_sample lowering for its target
 
 
-def build_subjects(build: Path, checkpoints: dict[str, str] | None = None) -> tuple[list[Subject], int]:
-    """Every artifact of a build with its graph's reference; also the compile's seed."""
+def build_subjects(
+    build: Path, checkpoints: dict[str, str] | None = None, *, exact_export: bool = False
+) -> tuple[list[Subject], int]:
+    """Every artifact of a build with its graph's reference; also the compile's seed.
+
+    ``exact_export``: also load the module the compile exported (the full PF-AFN warper for
+    the divton-warp pipeline), so that ``--localize`` can rebuild the very program."""
     manifest, report = _read_json(build / "manifest.json", build), _read_json(build / "report.json", build)
     try:
         entries, config = manifest["artifacts"], report["config"]
@@ -73,7 +78,7 @@ def build_subjects(build: Path, checkpoints: dict[str, str] | None = None) -> tu
         if not (build / str(e["path"])).resolve().is_relative_to(build.resolve()):
             raise MirrorError(f"{build}/manifest.json points outside the build ({e['path']}); rerun `mirror compile`")
         if graph not in units:
-            units[graph] = _build_unit(graph, config, seed, checkpoints or {})
+            units[graph] = _build_unit(graph, config, seed, checkpoints or {}, exact_export)
         entry = infos.get((graph, e["target"], e["precision"]), {})
         art = Artifact(graph, e["target"], e["precision"], build / e["path"], units[graph].input_names,
                        units[graph].output_names, entry.get("info", {}))  # fmt: skip
@@ -83,9 +88,11 @@ def build_subjects(build: Path, checkpoints: dict[str, str] | None = None) -> tu
 
 
 def file_subject(
-    path: Path, *, graph: str | None, model: str | None, precision: str, checkpoint: str | None, seed: int
+    path: Path, *, graph: str | None, model: str | None, precision: str, checkpoint: str | None, seed: int,
+    exact_export: bool = False,
 ) -> Subject:
-    """One file of any target, against a built-in graph or the user's model."""
+    """One file of any target, against a built-in graph or the user's model (``exact_export``:
+    exported as ``mirror compile`` exports it by default, for ``--localize``)."""
     target = SUFFIX_TARGETS.get(path.suffix.lower())
     if target is None:
         raise MirrorError(f"{path.name}: not a model file mirror can run ({', '.join(SUFFIX_TARGETS)})")
@@ -99,7 +106,9 @@ def file_subject(
     else:
         if graph not in KNOWN_GRAPHS:
             raise MirrorError(f"unknown graph {graph!r}; built-in graphs: {', '.join(KNOWN_GRAPHS)}")
-        unit = builtin_unit(GraphConfig(graph, checkpoint=Path(checkpoint) if checkpoint else None), seed)
+        pipeline = DEFAULT_PIPELINES.get(graph, "default") if exact_export else "default"
+        unit = builtin_unit(GraphConfig(graph, checkpoint=Path(checkpoint) if checkpoint else None,
+                                        pipeline=pipeline), seed)  # fmt: skip
     art = Artifact(unit.name, target, precision, path, unit.input_names, unit.output_names, {})
     return Subject(unit, art)
 
@@ -192,7 +201,9 @@ def read_inputs(path: Path, unit: CompileUnit) -> dict[str, np.ndarray]:
     return feeds
 
 
-def _build_unit(graph: str, config: dict[str, Any], seed: int, checkpoints: dict[str, str]) -> CompileUnit:
+def _build_unit(
+    graph: str, config: dict[str, Any], seed: int, checkpoints: dict[str, str], exact_export: bool = False
+) -> CompileUnit:
     """The reference of one graph of a build, rebuilt from the compile's settings."""
     if config.get("model"):
         return user_unit(config["model"])
@@ -204,6 +215,8 @@ def _build_unit(graph: str, config: dict[str, Any], seed: int, checkpoints: dict
     cfg = GraphConfig(graph, checkpoint=Path(checkpoint) if checkpoint else None,
                       size=tuple(settings["size"]) if settings.get("size") else None,
                       options=dict(settings.get("options") or {}))  # fmt: skip
+    if exact_export:
+        return builtin_unit(dataclasses.replace(cfg, pipeline=settings.get("pipeline") or cfg.pipeline), seed)
     # The reference only: the default pipeline does not load the full PF-AFN export form.
     return builtin_unit(dataclasses.replace(cfg, pipeline="default"), seed)
 

@@ -42,13 +42,12 @@ _TORCH_DIR = str(Path(torch.__file__).parent)
 
 @dataclass
 class RefNode:
-    """One reference node: where it is in the model and what it computed."""
+    """One reference node: where it is in the model, and the nodes it reads."""
 
     name: str
     module: str
     op: str
     source: str
-    value: np.ndarray | None
     inputs: list[str]
 
 
@@ -137,31 +136,14 @@ def bound_for(precision: str) -> float:
     return SNR_BOUNDS_DB["fp16"] if recipe.name == "fp16" else SNR_BOUNDS_DB["int8"]
 
 
-def reference_nodes(program: Any, feeds: dict[str, np.ndarray], input_names: list[str]) -> list[RefNode]:
-    """Every call of ``program`` with its value on ``feeds``, in topological order."""
-    gm = program.module()
-    nodes: list[RefNode] = []
-
-    class Recorder(torch.fx.Interpreter):
-        def run_node(self, n: torch.fx.Node) -> Any:
-            out = super().run_node(n)
-            if n.op == "call_function":
-                value = out.detach().float().numpy().copy() if isinstance(out, torch.Tensor) else None
-                nodes.append(RefNode(n.name, module_path(n), _op_name(n.target), _source(n), value,
-                                     [a.name for a in n.all_input_nodes]))  # fmt: skip
-            return out
-
-    with torch.no_grad():
-        Recorder(gm).run(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names))
-    return nodes
-
-
-def localize(runner: str, nodes: list[RefNode], taps: list[Tap], precision: str) -> Localization:
-    """Compare ``taps`` with the reference ``nodes``; see the module docstring."""
+def localize(
+    runner: str, program: Any, feeds: dict[str, np.ndarray], input_names: list[str], taps: list[Tap], precision: str
+) -> Localization:
+    """Run ``program`` on ``feeds`` and compare each node with its tap; see the module docstring."""
     result = Localization(runner, bound_for(precision), taps=len(taps))
     by_fx = any(t.fx for t in taps)
     result.matching = "fx node" if by_fx else "module"
-    matched = _match_by_fx(nodes, taps) if by_fx else _match_by_module(nodes, taps)
+    nodes, measured = _measure(program, feeds, input_names, taps, by_fx)
     snr: dict[str, float] = {}
     nearest: dict[str, set[str]] = {}
     for node in nodes:
@@ -169,44 +151,58 @@ def localize(runner: str, nodes: list[RefNode], taps: list[Tap], precision: str)
         for i in node.inputs:
             near |= {i} if i in snr else nearest.get(i, set())
         nearest[node.name] = near
-        pair = matched.get(node.name)
-        if pair is None or node.value is None:
+        if node.name not in measured:
             continue
-        tap, got = pair
-        err = _compare(got, node.value)
+        tap, (max_abs, snr_db, non_finite) = measured[node.name]
         inputs_db = min((snr[i] for i in near), default=math.inf)
-        snr[node.name] = err[1]
+        snr[node.name] = snr_db
         result.layers.append(LayerError(node.name, node.module, node.op, node.source, tap.name, tap.op,
-                                        err[0], err[1], inputs_db, err[2]))  # fmt: skip
+                                        max_abs, snr_db, inputs_db, non_finite))  # fmt: skip
     return result
 
 
-def _match_by_fx(nodes: list[RefNode], taps: list[Tap]) -> dict[str, tuple[Tap, np.ndarray]]:
-    """Each node's last tap (in execution order) whose shape fits the node's value."""
-    shapes = {n.name: n.value.shape for n in nodes if n.value is not None}
-    found: dict[str, tuple[Tap, np.ndarray]] = {}
-    for tap in taps:
-        if tap.fx in shapes:
-            fitted = fit_layout(tap.value, shapes[tap.fx])
-            if fitted is not None:
-                found[tap.fx] = (tap, fitted)
-    return found
+def _measure(
+    program: Any, feeds: dict[str, np.ndarray], input_names: list[str], taps: list[Tap], by_fx: bool
+) -> tuple[list[RefNode], dict[str, tuple[Tap, tuple[float, float, bool]]]]:
+    """Every call of ``program`` in topological order, and the error of each matched one.
 
-
-def _match_by_module(nodes: list[RefNode], taps: list[Tap]) -> dict[str, tuple[Tap, np.ndarray]]:
-    """Each module's last node against the module's last fitting tap."""
-    last_node: dict[str, RefNode] = {}
-    for n in nodes:
-        if n.value is not None and n.module:
-            last_node[n.module] = n
-    found: dict[str, tuple[Tap, np.ndarray]] = {}
+    Each reference value is compared as soon as the interpreter makes it and then dropped
+    (the interpreter frees it after its last use), so the reference never holds the whole
+    graph's tensors. A node is matched to its own last fitting tap (``by_fx``) or, at the
+    module level, to its module's last fitting tap, where only each module's last matched
+    node is kept.
+    """
+    index: dict[str, list[Tap]] = {}
     for tap in taps:
-        node = last_node.get(tap.module)
-        if node is not None:
-            fitted = fit_layout(tap.value, node.value.shape)
-            if fitted is not None:
-                found[node.name] = (tap, fitted)
-    return found
+        key = tap.fx if by_fx else tap.module
+        if key:
+            index.setdefault(key, []).append(tap)
+    nodes: list[RefNode] = []
+    measured: dict[str, tuple[Tap, tuple[float, float, bool]]] = {}
+    last_in_module: dict[str, str] = {}
+
+    class Comparing(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> Any:
+            out = super().run_node(n)
+            if n.op != "call_function":
+                return out
+            node = RefNode(n.name, module_path(n), _op_name(n.target), _source(n), [a.name for a in n.all_input_nodes])
+            nodes.append(node)
+            if isinstance(out, torch.Tensor) and (by_fx or node.module):
+                want = out.detach().float().numpy()
+                for tap in reversed(index.get(n.name if by_fx else node.module, [])):
+                    got = fit_layout(tap.value, want.shape)
+                    if got is not None:
+                        if not by_fx and node.module in last_in_module:
+                            measured.pop(last_in_module[node.module], None)
+                        measured[n.name] = (tap, _compare(got, want))
+                        last_in_module[node.module] = n.name
+                        break
+            return out
+
+    with torch.no_grad():
+        Comparing(program.module()).run(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names))
+    return nodes, measured
 
 
 def fit_layout(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
