@@ -12,6 +12,7 @@ Core ML stops above rank 5. None of these ops needs all the dimensions separatel
 - an elementwise op only needs the dimensions where its operands broadcast differently
   kept apart; a constant operand that still blocks merging is materialized at full size;
 - slice, select, cat and stack along one dimension need only (before, that one, after);
+- a reduction only needs runs of reduced and of kept dimensions;
 - consecutive reshapes compose, so the rank >= 5 reshapes between them disappear.
 
 Each such op is rewritten as: reshape its inputs to the merged shape, run it there,
@@ -170,6 +171,29 @@ _ALONG = {aten.cat.default, aten.stack.default, aten.select.int, aten.slice.Tens
           aten._softmax.default, aten._log_softmax.default}  # fmt: skip
 
 
+_REDUCE = {aten.sum.dim_IntList, aten.mean.dim, aten.amax.default, aten.amin.default}
+
+
+def _reduction(b: Builder, node: Node) -> Node | None:
+    """sum/mean/amax/amin over some dimensions, on merged runs of reduced and kept ones."""
+    x, out = node.args[0], _shape(node)
+    shape = _shape(x)
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    reduced = {d % len(shape) for d in dims} if dims else set(range(len(shape)))
+    groups: list[list[int]] = []
+    for d in (d for d in range(len(shape)) if shape[d] != 1):
+        if groups and (groups[-1][-1] in reduced) == (d in reduced):
+            groups[-1].append(d)
+        else:
+            groups.append([d])
+    axes = [i for i, g in enumerate(groups) if g[0] in reduced]
+    if len(groups) > MAX_RANK or not axes:
+        return None if axes else b.reshape(x, out)  # only size-1 dimensions reduced: a reshape
+    merged = b.reshape(x, [math.prod(shape[d] for d in g) for g in groups])
+    kwargs = {k: v for k, v in node.kwargs.items() if k == "dtype"}
+    return b.reshape(b.call(node.target, merged, axes, True, **kwargs), out)
+
+
 def _rewrite(b: Builder, node: Node) -> Node | None:
     t = node.target
     if t in _VIEWS:
@@ -187,6 +211,8 @@ def _rewrite(b: Builder, node: Node) -> Node | None:
         return _elementwise_expand(b, node)
     if t in _ALONG:
         return _along(b, node)
+    if t in _REDUCE:
+        return _reduction(b, node)
     if torch.Tag.pointwise in getattr(t, "tags", ()):
         return _elementwise(b, node)
     return None
