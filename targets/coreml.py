@@ -186,6 +186,7 @@ class CoreMLEmitter(EmitterBase):
         return [
             *lowering_passes(lowering),
             ("coreml::core_aten", {}),
+            ("scatter_as_cat", {}),  # slice assignments become scatters in core ATen; the MIL interpreter has none
             ("coreml::contiguous_inputs", {}),
             ("coreml::float_clamp_bounds", {}),
         ]

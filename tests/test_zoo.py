@@ -127,7 +127,7 @@ def test_zoo_model_runs_whole_on_the_gpu_delegate(name, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["spatial_transformer", "flow_warp", "deform_conv", "ms_deform_attn", "video_sr"])
+@pytest.mark.parametrize("name", list(zoo.ZOO))
 def test_zoo_model_converts_to_core_ml(name, tmp_path, monkeypatch):
     """fp32 and fp16 packages convert (affine_grid, 6-D views and max_pool2d without a stride
     included) and match PyTorch on the MIL interpreter."""
