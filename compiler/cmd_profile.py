@@ -14,11 +14,10 @@ HELP = "per-layer latency keyed by module path: measured here, estimated for pho
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("build", nargs="?", type=Path, default=Path("build"),
-                        help="folder written by `mirror compile` (default: build)")  # fmt: skip
-    parser.add_argument("--artifact", type=Path, help="profile this .tflite or .onnx instead of a build")
-    parser.add_argument("--graph", help="with --artifact: the built-in graph it was made from (warp, gen, parser)")
-    parser.add_argument("--model", help="your model as package.module:factory (with or without --artifact)")
+    from mirror.compiler.cmd_validate import add_subject_arguments
+
+    add_subject_arguments(parser, artifact_help="profile this .tflite or .onnx instead of a build",
+                          model_help="your model as package.module:factory (with or without --artifact)")  # fmt: skip
     parser.add_argument("--graphs", help="comma list: profile only these graphs of the build")
     parser.add_argument("--devices", default="all",
                         help="comma list of device ids or device JSON files (default: all shipped)")  # fmt: skip

@@ -16,12 +16,19 @@ from typing import Any
 HELP = "rerun parity for a build's artifacts, or for one model file, on fresh or given inputs"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_subject_arguments(parser: argparse.ArgumentParser, *, artifact_help: str, model_help: str) -> None:
+    """What a command reads: a build folder, or one artifact with its graph or model
+    (``mirror validate`` and ``mirror profile``)."""
     parser.add_argument("build", nargs="?", type=Path, default=Path("build"),
                         help="folder written by `mirror compile` (default: build)")  # fmt: skip
-    parser.add_argument("--artifact", type=Path, help="check this one file (.tflite, .onnx, .ort, .mlpackage) instead")
+    parser.add_argument("--artifact", type=Path, help=artifact_help)
     parser.add_argument("--graph", help="with --artifact: the built-in graph it was made from (warp, gen, parser)")
-    parser.add_argument("--model", help="with --artifact: your model as package.module:factory")
+    parser.add_argument("--model", help=model_help)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_subject_arguments(parser, artifact_help="check this one file (.tflite, .onnx, .ort, .mlpackage) instead",
+                          model_help="with --artifact: your model as package.module:factory")  # fmt: skip
     parser.add_argument("--precision", default="fp32", help="with --artifact: its precision, for the bound (fp32)")
     parser.add_argument("--checkpoint", action="append", metavar="[GRAPH=]PATH",
                         help="real weights of the reference (default: the compile's, or seeded)")  # fmt: skip

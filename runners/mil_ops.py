@@ -716,16 +716,21 @@ def _channel(v: Any, rank: int) -> np.ndarray:
     return wide(v).reshape(-1, *([1] * (rank - 2)))
 
 
+def _scale_shift(op: OpCall, out: Any, shaped: Any) -> Any:
+    """A norm's optional ``gamma`` and ``beta``, each brought to ``out``'s layout by ``shaped``."""
+    if op.get("gamma") is not None:
+        out = out * shaped(op["gamma"])
+    if op.get("beta") is not None:
+        out = out + shaped(op["beta"])
+    return out
+
+
 @kernel("batch_norm")
 def batch_norm(op: OpCall) -> Any:
     x = wide(op["x"])
     eps = F32(op.scalar("epsilon", 1e-5))
     out = (x - _channel(op["mean"], x.ndim)) / np.sqrt(_channel(op["variance"], x.ndim) + eps)
-    if op.get("gamma") is not None:
-        out = out * _channel(op["gamma"], x.ndim)
-    if op.get("beta") is not None:
-        out = out + _channel(op["beta"], x.ndim)
-    return out
+    return _scale_shift(op, out, lambda v: _channel(v, x.ndim))
 
 
 @kernel("instance_norm")
@@ -736,11 +741,7 @@ def instance_norm(op: OpCall) -> Any:
     mean = x.mean(axis=axes, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
     out = (x - mean) / np.sqrt(var + eps)
-    if op.get("gamma") is not None:
-        out = out * _channel(op["gamma"], x.ndim)
-    if op.get("beta") is not None:
-        out = out + _channel(op["beta"], x.ndim)
-    return out
+    return _scale_shift(op, out, lambda v: _channel(v, x.ndim))
 
 
 @kernel("layer_norm")
@@ -752,11 +753,7 @@ def layer_norm(op: OpCall) -> Any:
     var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
     out = (x - mean) / np.sqrt(var + eps)
     norm_shape = [x.shape[a] for a in sorted(axes)]
-    if op.get("gamma") is not None:
-        out = out * wide(op["gamma"]).reshape(norm_shape)
-    if op.get("beta") is not None:
-        out = out + wide(op["beta"]).reshape(norm_shape)
-    return out
+    return _scale_shift(op, out, lambda v: wide(v).reshape(norm_shape))
 
 
 @kernel("l2_norm")

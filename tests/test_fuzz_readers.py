@@ -49,15 +49,20 @@ def tflite_bytes(tmp_path_factory) -> bytes:
     return convert_to_bytes(torch.export.export(model, (x,)), (x,), ["x"], ["y"], "m")
 
 
+def _read_damaged(read, data: bytes, path: Path, how: tuple):
+    """``read(path)`` of a damaged copy: its result, or None when it refused with one line."""
+    path.write_bytes(_damaged(data, how))
+    try:
+        return read(path)
+    except MirrorError as exc:
+        assert "\n" not in str(exc) and path.name in str(exc)
+        return None
+
+
 @FUZZ
 @given(how=damage)
 def test_tflite_reader(tflite_bytes, tmp_path, how):
-    path = tmp_path / "m.tflite"
-    path.write_bytes(_damaged(tflite_bytes, how))
-    try:
-        read_tflite(path)
-    except MirrorError as exc:
-        assert "\n" not in str(exc) and "m.tflite" in str(exc)
+    _read_damaged(read_tflite, tflite_bytes, tmp_path / "m.tflite", how)
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +75,8 @@ def checkpoint_bytes(tmp_path_factory) -> bytes:
 @FUZZ
 @given(how=damage)
 def test_checkpoint_reader(checkpoint_bytes, tmp_path, how):
-    path = tmp_path / "w.pth"
-    path.write_bytes(_damaged(checkpoint_bytes, how))
-    try:
-        state = read_state_dict(path)
-    except MirrorError as exc:
-        assert "\n" not in str(exc)
-    else:
-        assert all(isinstance(v, torch.Tensor) for v in state.values())
+    state = _read_damaged(read_state_dict, checkpoint_bytes, tmp_path / "w.pth", how)
+    assert state is None or all(isinstance(v, torch.Tensor) for v in state.values())
 
 
 json_values = st.recursive(
