@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mirror import MirrorError
+
 from .crop import nearest_resize
 from .encode import open_mp4
 from .imgproc import resize
@@ -82,6 +84,10 @@ def run_preview_video(clip: VideoClip, store_path: Path, roi_src: tuple[int, int
         if progress is not None:
             progress("preview", k + 1, clip.info.frames)
     res = pv.result()
+    if res.frames and int(res.n_points.max()) == 0:
+        # Nothing to track anywhere: every frame would need DIVTON, on a region with no subject.
+        raise MirrorError(f"{clip.path.name}: no corner to track inside the region on any of its {res.frames} "
+                          "frames (a blank or one-colour video there?); check the video and --roi")  # fmt: skip
     extra = {
         "source": {"path": str(clip.path), "frames": res.frames, "width": clip.info.width,
                    "height": clip.info.height, "decode_ms": round(clock.ms.get("decode", 0.0), 3)},

@@ -197,6 +197,8 @@ CASES: list[tuple[str, list[str], Setup | None, str]] = [
     ("preview-truncated-mp4", ["preview", "{tmp}/v.mp4", "--out", "{tmp}/ctx", "--roi", "0,0,10,10"],
      lambda tmp: (_clip("w.mp4", RGB)(tmp), (tmp / "v.mp4").write_bytes((tmp / "w.mp4").read_bytes()[:300])),
      "v.mp4"),
+    ("preview-all-black", ["preview", "{tmp}/v.mp4", "--out", "{tmp}/ctx", "--roi", "4,4,30,40"],
+     _clip("v.mp4", np.zeros_like(RGB)), "no corner to track"),
     ("preview-roi-huge", ["preview", "{tmp}/v.mp4", "--out", "{tmp}/ctx", "--roi", "0,0,1e20,1e20"],
      _clip("v.mp4", RGB), "roi"),
     ("preview-roi-format", ["preview", "{tmp}/v.mp4", "--out", "{tmp}/ctx", "--roi", "1,2,3"], _clip("v.mp4", RGB),
