@@ -212,6 +212,9 @@ def _check_arrays(arrays: dict[str, np.ndarray], parsing: np.ndarray, t: int, p:
         raise MirrorError(f"{where}: keyframe indices are inconsistent")
     if not (arrays["dnn"] | arrays["tps_ok"]).all():
         raise MirrorError(f"{where}: a frame has neither a DNN decision nor a TPS")
+    ok = arrays["tps_ok"]
+    if not np.isfinite(arrays["boxes"]).all() or not np.isfinite(arrays["tps_coef"][ok]).all():
+        raise MirrorError(f"{where}: its boxes or warps hold NaN or Inf (damaged); rerun `mirror preview`")
 
 
 class ContextStore:

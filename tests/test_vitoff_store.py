@@ -174,3 +174,16 @@ def test_body_leaving_the_frame(tmp_path: Path) -> None:
     # Inside the visible part of the body, the inverted garment follows the body.
     body = clip.body_mask(23, erode=10)
     assert np.abs(out[23].astype(int) + frames[23].astype(int) - 255)[body].mean() < 25
+
+
+def test_non_finite_boxes_or_warps_are_refused(preview, tmp_path: Path) -> None:
+    res = preview[2]
+    for name in ("boxes", "tps_coef"):
+        bad = np.array(getattr(res, name), copy=True)
+        bad[-1] = np.nan
+        broken = dataclasses.replace(res, **{name: bad})
+        if name == "tps_coef":
+            broken = dataclasses.replace(broken, tps_ok=np.ones_like(res.tps_ok))
+        path = write_store(tmp_path / name, broken)
+        with pytest.raises(MirrorError, match="NaN or Inf"):
+            open_store(path)
