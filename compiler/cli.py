@@ -8,6 +8,7 @@ when their command runs, because torch, litert-torch and coremltools take second
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import signal
@@ -68,6 +69,15 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+def _os_error(exc: OSError) -> str:
+    where = f" writing {exc.filename}" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device{where}; free some space or choose another output folder"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"not allowed{where} ({exc.strerror}); choose a writable output folder"
+    return f"{exc.strerror or exc}{where}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if threading.current_thread() is threading.main_thread():
@@ -81,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(_load(args.command).run(args) or 0)
     except MirrorError as exc:
         print(f"mirror: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the disk, not the toolkit: say which file and what to do
+        if os.environ.get("MIRROR_DEBUG"):
+            raise
+        print(f"mirror: error: {_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"

@@ -273,3 +273,30 @@ def test_the_suite_covers_every_command():
     commands = {argv[0] for _, argv, _, _ in CASES}
     assert commands == {"compile", "validate", "profile", "preview", "tryon", "doctor"}
     assert len(CASES) + 4 >= 45
+
+
+def _disk_full_on(monkeypatch, suffixes: tuple[str, ...]) -> None:
+    """Writes of files with these suffixes fail as on a full disk."""
+    import errno
+
+    real_write = Path.write_bytes
+
+    def write_bytes(self: Path, data: bytes) -> int:
+        if self.suffix in suffixes:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_compile_is_one_line_and_leaves_the_build_as_it_was(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(TESTS))
+    out = tmp_path / "build"
+    args = ["compile", "--model", "user_models:flow_warp", "--targets", "onnx,tflite", "--precisions", "fp32",
+            "--no-baseline", "--gpu-parity", "none", "--out", str(out)]  # fmt: skip
+    _disk_full_on(monkeypatch, (".tflite",))
+    assert cli.main(args) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("mirror: error: no space left on the device writing") and ".tflite" in last
+    assert not any(p.suffix in VALID_LOOKING for p in _files(out)), sorted(_files(out))
