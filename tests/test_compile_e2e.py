@@ -18,10 +18,14 @@ pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
 # The passes each backend's pipeline must hold for this model (a grid_sample to lower).
 BACKEND_PASSES = {
-    "tflite": {"litert::split_wide_conv", "gpu_grid_sample", "litert::broadcast_as_gather", "litert::gather_v1"},
+    "tflite": {"litert::split_wide_conv", "gpu_grid_sample", "litert::broadcast_as_gather", "litert::gather_v1",
+               "fold_constants", "legalize_rank", "scatter_as_cat", "index_as_select", "litert::log_softmax",
+               "litert::constant_operands_4d"},
     "onnx": {"gpu_grid_sample"},
-    "coreml": {"gpu_grid_sample", "coreml::core_aten", "coreml::contiguous_inputs", "coreml::float_clamp_bounds"},
+    "coreml": {"gpu_grid_sample", "coreml::core_aten", "scatter_as_cat", "coreml::contiguous_inputs",
+               "coreml::float_clamp_bounds"},
 }
+SHARED = ["drop_aliases", "explicit_pool_stride", "affine_grid", "fold_constants", "legalize_rank"]
 
 
 def backend_passes(target: str) -> list[str]:
@@ -66,7 +70,7 @@ def test_every_target_and_precision_is_reported(compiled):
         assert a["bytes"] > 0 and a["sha256"] == sha256_of(path)
         assert a["graph"] == "flowwarp"
         # The shared "default" pipeline, then the backend's, in the order they ran.
-        assert a["passes"] == ["drop_aliases", *backend_passes(a["target"])], a["passes"]
+        assert a["passes"] == [*SHARED, *backend_passes(a["target"])], a["passes"]
 
 
 def test_parity_runners(compiled):
@@ -129,7 +133,7 @@ def test_pass_records_name_their_pipeline(compiled):
     for r in report["passes"]:
         assert r["graph"] == "flowwarp"
         by_pipeline.setdefault(r["pipeline"], []).append(r["name"])
-    assert by_pipeline == {"default": ["drop_aliases"], **{t: backend_passes(t) for t in BACKEND_PASSES}}
+    assert by_pipeline == {"default": SHARED, **{t: backend_passes(t) for t in BACKEND_PASSES}}
     gather = next(r for r in report["passes"] if r["name"] == "litert::gather_v1")
     assert gather["changed"] and gather["details"]["litert_gathers"] > 0
 
