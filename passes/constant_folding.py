@@ -126,7 +126,7 @@ def add_constant(program: ExportedProgram, name: str, value: torch.Tensor) -> to
     node.meta["val"] = fake_mode(program).from_tensor(value, static_shapes=True)
     specs.insert(first_user, InputSpec(InputKind.CONSTANT_TENSOR, TensorArgument(node.name), node.name, None))
     program.graph_signature.input_specs[:] = specs
-    program.constants[node.name] = value.contiguous()
+    program.constants[node.name] = value.detach().contiguous()  # no autograd history from a parameter
     return node
 
 
