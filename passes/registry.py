@@ -23,6 +23,8 @@ from mirror.passes import (  # noqa: F401
     litert_constant_operands,
     litert_gather,
     litert_log_softmax,
+    litert_matmul,
+    litert_select_operands,
     pool_stride,
     rank_legalization,
     scatter_as_cat,

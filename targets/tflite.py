@@ -247,6 +247,8 @@ class TFLiteEmitter(EmitterBase):
             ("scatter_as_cat", {}),
             ("index_as_select", {}),
             ("litert::log_softmax", {}),
+            ("litert::matmul_constant_lhs", {}),
+            ("litert::select_operands", {}),
             ("litert::split_wide_conv", {"max_in_channels": 512}),
             ("litert::broadcast_as_gather", {}),
             ("litert::constant_operands_4d", {}),

@@ -1,0 +1,41 @@
+"""LiteRT legalizations found on the coarse parser: a constant-left matmul and a ``where``
+with broadcast constant branches, each rewritten exactly (to float32 rounding)."""
+
+from __future__ import annotations
+
+import torch
+
+from mirror.passes.base import run_pipeline
+from mirror.passes.constant_folding import lifted_value
+
+aten = torch.ops.aten
+
+
+class _PoolAndArgmax(torch.nn.Module):
+    """A pooling matrix on the left of a matmul, and a float argmax through ``where``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("pool_h", torch.rand(2, 6), persistent=False)
+        self.register_buffer("index", torch.arange(3.0).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = torch.matmul(self.pool_h, x)
+        top = torch.amax(x, dim=1, keepdim=True)
+        labels = torch.amin(torch.where(x >= top, self.index, torch.full_like(self.index, 3.0)), dim=1, keepdim=True)
+        return pooled, labels
+
+
+def test_constant_lhs_matmul_and_where_branches():
+    model, x = _PoolAndArgmax(), torch.rand(1, 3, 6, 5)
+    program = torch.export.export(model, (x,))
+    new, records = run_pipeline(program, [("fold_constants", {}), ("litert::matmul_constant_lhs", {}),
+                                          ("litert::select_operands", {})], "m")  # fmt: skip
+    assert [r.changed for r in records] == [True, True, True]
+    for node in new.graph.nodes:
+        if node.target is aten.matmul.default:  # the constant is on the right now
+            assert lifted_value(new, node.args[0]) is None and lifted_value(new, node.args[1]) is not None
+        if node.target is aten.where.self:  # both branches at the output's shape
+            assert all(a.meta["val"].shape == node.meta["val"].shape for a in node.args[1:])
+    want, got = model(x), new.module()(x)
+    assert torch.allclose(got[0], want[0], atol=1e-6) and torch.equal(got[1], want[1])
