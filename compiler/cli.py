@@ -18,6 +18,7 @@ import traceback
 from typing import Any
 
 from mirror import MirrorError, __version__
+from mirror.compiler.progress import clear_stop, request_stop
 
 # name -> module; the order is the order of `mirror --help`.
 COMMANDS: dict[str, str] = {
@@ -61,12 +62,9 @@ def _load(name: str):
         raise
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that every command cleans up the same way."""
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
+def _on_signal(signum: int, frame: Any) -> None:
+    """Ctrl-C and SIGTERM stop every command the same way (``compiler/progress.py``)."""
+    request_stop(signal.Signals(signum).name)
 
 
 def _os_error(exc: OSError) -> str:
@@ -80,8 +78,18 @@ def _os_error(exc: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    clear_stop()
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(argv: list[str]) -> int:
     try:
         parser = _build_parser(argv)
         args = parser.parse_args(argv)
@@ -98,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mirror: error: {_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        term = getattr(exc, "signame", "") == "SIGTERM"
+        what = "terminated (SIGTERM)" if term else "interrupted"
         print(f"mirror: {what}; finished outputs are kept, nothing half-written is left", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        return 143 if term else 130
     except Exception as exc:  # noqa: BLE001 - one line, unless asked for the traceback
         if os.environ.get("MIRROR_DEBUG"):
             raise

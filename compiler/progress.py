@@ -9,6 +9,33 @@ from contextlib import contextmanager
 from typing import Any
 
 
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM. The request is sticky: a library that swallows the first exception
+    (some converters catch everything) meets it again at the next progress line."""
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+_stop_requests: list[str] = []
+
+
+def request_stop(signame: str) -> None:
+    """Signal handler body: remember the request and stop now."""
+    _stop_requests.append(signame)
+    raise Stopped(signame)
+
+
+def check_stop() -> None:
+    if _stop_requests:
+        raise Stopped(_stop_requests[0])
+
+
+def clear_stop() -> None:
+    _stop_requests.clear()
+
+
 class Progress:
     """One line per step on stderr: ``[  12.3s] warp: export ... 7.7s``."""
 
@@ -17,6 +44,7 @@ class Progress:
         self.start = time.perf_counter()
 
     def log(self, message: str) -> None:
+        check_stop()
         print(f"[{time.perf_counter() - self.start:7.1f}s] {message}", file=self.stream, flush=True)
 
     @contextmanager
