@@ -44,11 +44,15 @@ def _interrupt(argv: list[str], sig: int, after: str) -> tuple[int, str, float]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "mirror.compiler.cli", *argv], stderr=subprocess.PIPE,
                             text=True, env=env)  # fmt: skip
+    seen = []
     for line in proc.stderr:
+        seen.append(line)
         if after in line:
             time.sleep(0.5)
             proc.send_signal(sig)
             break
+    else:
+        pytest.fail(f"no progress line with {after!r}:\n" + "".join(seen))
     t = time.perf_counter()
     err = proc.communicate(timeout=120)[1]
     return proc.returncode, err, time.perf_counter() - t

@@ -76,6 +76,8 @@ def test_an_interrupted_compile_keeps_the_previous_build_and_the_rerun_resumes(t
         if "tflite fp32: emit ..." in line:
             proc.send_signal(sig)
             break
+    else:
+        pytest.fail("the compile never reached the LiteRT emit:\n" + "".join(lines))
     t = time.perf_counter()
     rest = proc.communicate(timeout=120)[1]
     assert time.perf_counter() - t < 60, "the interrupt did not stop the compile promptly"
