@@ -60,8 +60,15 @@ def localize_artifact(
     ``recorded``: the passes the build's report says made the artifact; ``lowering``: the
     compile's grid_sample lowering for the target (default: ``DEFAULT_SAMPLING``'s)."""
     program = cache.program(unit, artifact.target, lowering or DEFAULT_SAMPLING[artifact.target])
+    stale = None
+    if recorded and recorded != cache.passes:  # its tensor names belong to another program
+        stale = (f"the artifact was made by passes {', '.join(recorded)}; this mirror runs "
+                 f"{', '.join(cache.passes)}: recompile it to localize")  # fmt: skip
     found: dict[str, Localization] = {}
     for runner, taps in _tap_sources(artifact):
+        if stale:
+            found[runner] = Localization(runner, unavailable=stale)
+            continue
         try:
             found[runner] = localize(runner, program, feeds, unit.input_names, taps(artifact, feeds),
                                      artifact.precision)  # fmt: skip
@@ -69,11 +76,6 @@ def localize_artifact(
             found[runner] = Localization(runner, unavailable=str(exc))
     if artifact.target == "tflite":
         found["litert-gpu"] = Localization("litert-gpu", unavailable=GPU_TAPS_UNAVAILABLE)
-    if recorded and recorded != cache.passes:
-        for loc in found.values():
-            loc.unavailable = loc.unavailable or (
-                f"the artifact was made by passes {', '.join(recorded)}; this mirror runs {', '.join(cache.passes)}"
-            )
     return found
 
 
