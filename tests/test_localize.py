@@ -146,3 +146,15 @@ def test_quantization_error_is_ranked_by_layer(flow_build):
 def test_built_artifacts_carry_the_names_localize_matches(flow_build):
     fb = read_tflite(flow_build / "flowwarp_fp32.tflite")
     assert any(t.name.startswith("flowwarp/features/2/conv2d") for t in fb.tensors)
+
+
+def test_an_artifact_from_other_passes_is_not_localized(flow_build, tmp_path):
+    build = tmp_path / "stale"
+    shutil.copytree(flow_build, build)
+    report = json.loads((build / "report.json").read_text())
+    for a in report["artifacts"]:
+        a["passes"] = ["drop_aliases", "a_pass_this_mirror_does_not_run"]
+    (build / "report.json").write_text(json.dumps(report))
+    _, data = _localize(build)
+    loc = _found(data, "onnx", "fp32", "onnxruntime")
+    assert "a_pass_this_mirror_does_not_run" in loc["unavailable"] and "recompile" in loc["unavailable"]
