@@ -218,9 +218,10 @@ def track(prev_gray: np.ndarray, next_gray: np.ndarray, pts: np.ndarray,
           params: LKParams | None = None, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Track [N,2] (x, y) points from prev_gray to next_gray ([H,W], intensities 0-255).
 
-    Returns (new points [N,2] float32, status [N] bool). A point fails when its window
-    is flat (smallest structure-tensor eigenvalue under the threshold) or it leaves the
-    image. Failed points keep their last estimate; callers drop them by status.
+    Returns (new points [N,2] float32, status [N] bool). A point fails when it starts
+    outside the image or is not finite, when its window is flat (smallest structure-tensor
+    eigenvalue under the threshold), or when it leaves the image. Failed points keep their
+    last estimate; callers drop them by status.
 
     `cache`, a dict kept by the caller between consecutive calls, lets the pyramid of
     `next_gray` serve as the pyramid of `prev_gray` in the following call when the
@@ -234,9 +235,13 @@ def track(prev_gray: np.ndarray, next_gray: np.ndarray, pts: np.ndarray,
     if prev_gray.shape != next_gray.shape:
         raise ValueError(f"frames differ in shape: {prev_gray.shape} vs {next_gray.shape}")
     h, w = prev_gray.shape
-    finite = np.isfinite(pts).all(axis=1)
+    with np.errstate(invalid="ignore"):  # NaN compares False: such a point is not inside
+        finite = np.isfinite(pts).all(axis=1) & (pts[:, 0] >= 0) & (pts[:, 1] >= 0) \
+            & (pts[:, 0] <= w - 1) & (pts[:, 1] <= h - 1)  # fmt: skip
+    if not finite.any():  # nothing inside the frame to track
+        return pts.astype(np.float32), np.zeros(n, bool)
     safe_pts = np.where(finite[:, None], pts, 0.0)
-    x0, y0, x1, y1 = crop_rect(pts, (h, w), prm)
+    x0, y0, x1, y1 = crop_rect(np.where(finite[:, None], pts, np.nan), (h, w), prm)
     rect = (x0, y0, x1, y1, prm.levels)
     off = np.array([x0, y0], dtype=np.float64)
     if cache is not None and cache.get("rect") == rect and cache.get("frame") is prev_gray:
