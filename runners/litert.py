@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +99,31 @@ def decode(t: TensorInfo, y: np.ndarray) -> np.ndarray:
     return np.asarray(y, np.float32) if t.dtype in ("FLOAT32", "FLOAT16") else np.asarray(y)
 
 
+_NATIVE_INFO = ("INFO: Created TensorFlow Lite XNNPACK delegate",)
+
+
+@contextmanager
+def quiet_native_info() -> Iterator[None]:
+    """Drop LiteRT's native INFO line ("Created TensorFlow Lite XNNPACK delegate for CPU.")
+    from the terminal; anything else its C++ code prints on fd 2 in the block is passed on.
+
+    The line comes from C++ logging that no Python setting or environment variable turns
+    off, so fd 2 goes to a temporary file for the block and is filtered afterwards."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode(errors="replace").splitlines(keepends=True):
+                if not line.startswith(_NATIVE_INFO):
+                    sys.stderr.write(line)
+
+
 class LiteRTCpuRunner(_LiteRTModel):
     """The stock CPU interpreter (XNNPACK), in this process."""
 
@@ -109,8 +138,10 @@ class LiteRTCpuRunner(_LiteRTModel):
         if self._runner is None:
             from ai_edge_litert.interpreter import Interpreter
 
-            interp = Interpreter(model_path=str(self.path), num_threads=self.num_threads)
-            self._runner = interp.get_signature_runner(self.signature)
+            with quiet_native_info():  # the delegate is made by the first run
+                interp = Interpreter(model_path=str(self.path), num_threads=self.num_threads)
+                self._runner = interp.get_signature_runner(self.signature)
+                return {n: np.array(v) for n, v in self._runner(**feeds).items()}
         return {n: np.array(v) for n, v in self._runner(**feeds).items()}
 
     def close(self) -> None:

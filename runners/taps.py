@@ -60,14 +60,15 @@ def litert_cpu_taps(path: Path, feeds: dict[str, np.ndarray], signature: str | N
     """Every op output of a .tflite on the CPU interpreter, in execution order."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from mirror.runners.litert import decode, encode
+    from mirror.runners.litert import decode, encode, quiet_native_info
 
     fb = read_tflite(path, signature)
     inputs = {n: fb.tensors[i] for n, i in fb.signature_inputs}
     try:
-        interp = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
-        runner = interp.get_signature_runner(fb.signature_key)
-        runner(**{n: encode(t, feeds[n]) for n, t in inputs.items()})
+        with quiet_native_info():
+            interp = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+            runner = interp.get_signature_runner(fb.signature_key)
+            runner(**{n: encode(t, feeds[n]) for n, t in inputs.items()})
     except Exception as exc:  # noqa: BLE001 - one line for the user
         raise MirrorError(f"LiteRT cannot run {path.name} with all tensors kept: {one_line(exc)}") from exc
     taps = []
