@@ -213,7 +213,8 @@ def test_kernels_pymil_cannot_evaluate_match_torch():
     assert np.abs(call("instance_norm", x=x, epsilon=1e-5) - F.instance_norm(t).numpy()).max() < KERNEL_TOL
     assert np.abs(call("silu", x=x) - F.silu(t).numpy()).max() < KERNEL_TOL
     idx = np.asarray([[0, 3], [2, 1]])
-    assert np.array_equal(call("one_hot", indices=idx, one_hot_vector_size=4, axis=-1), F.one_hot(torch.from_numpy(idx), 4))
+    one_hot = call("one_hot", indices=idx, one_hot_vector_size=4, axis=-1)
+    assert np.array_equal(one_hot, F.one_hot(torch.from_numpy(idx), 4))
     nd = np.asarray([[1, 2], [0, 7]])
     assert np.array_equal(call("gather_nd", x=x, indices=nd), x[nd[:, 0], nd[:, 1]])
     assert np.allclose(call("cumsum", x=x, axis=1, exclusive=True), np.cumsum(x, axis=1) - x, atol=1e-6)
