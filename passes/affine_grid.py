@@ -19,6 +19,7 @@ import torch
 from torch.export import ExportedProgram
 
 from mirror.passes.base import PassResult, register
+from mirror.passes.graph_utils import pick_nodes
 
 _AFFINE_GRID = torch.ops.aten.affine_grid_generator.default
 
@@ -33,9 +34,9 @@ def _base(steps: int, align_corners: bool, like: torch.Tensor) -> torch.Tensor:
 
 @register("affine_grid")
 def affine_grid(program: ExportedProgram) -> PassResult:
-    found = [n.name for n in program.graph.nodes if n.op == "call_function" and n.target is _AFFINE_GRID]
-    details: dict[str, Any] = {"rewritten": found}
-    if not found:
+    picked, _, details = pick_nodes(program, lambda n: n.op == "call_function" and n.target is _AFFINE_GRID,
+                                    copy_program=False)  # fmt: skip
+    if picked is None:
         return PassResult(program, changed=False, details=details)
 
     def decompose(theta: torch.Tensor, size: list[int], align_corners: bool) -> Any:

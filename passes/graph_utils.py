@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.export import ExportedProgram
@@ -76,3 +79,20 @@ def source_line(node: torch.fx.Node) -> str:
             rel = os.path.relpath(path)
             return f"{path if rel.startswith('..') else rel}:{line}"
     return ""
+
+
+def pick_nodes(
+    program: ExportedProgram, predicate: Callable[[torch.fx.Node], Any], *, copy_program: bool = True
+) -> tuple[ExportedProgram | None, list[torch.fx.Node], dict[str, Any]]:
+    """The nodes a rewriting pass targets.
+
+    Returns (the program to rewrite, its nodes that ``predicate`` picks, the pass's details
+    ``{"rewritten": names}``). The program is a deep copy (the input stays untouched) unless
+    ``copy_program=False``; it is None when nothing matches, and the pass changes nothing.
+    """
+    found = [n.name for n in program.graph.nodes if predicate(n)]
+    details: dict[str, Any] = {"rewritten": found}
+    if not found:
+        return None, [], details
+    target = copy.deepcopy(program) if copy_program else program
+    return target, [n for n in target.graph.nodes if n.name in found], details

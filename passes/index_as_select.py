@@ -11,16 +11,13 @@ the rewrite is exact.
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import torch
 from torch.export import ExportedProgram
 from torch.fx import Node
 
 from mirror.passes.base import PassResult, register
 from mirror.passes.constant_folding import lifted_value
-from mirror.passes.graph_utils import prune_unused_state
+from mirror.passes.graph_utils import pick_nodes, prune_unused_state
 from mirror.passes.rank_legalization import Builder
 
 aten = torch.ops.aten
@@ -64,12 +61,11 @@ def _rewrite(program: ExportedProgram, node: Node, dim: int, idx: Node) -> Node:
 
 @register("index_as_select")
 def index_as_select(program: ExportedProgram) -> PassResult:
-    found = [n.name for n in program.graph.nodes if _single_index(n) is not None]
-    details: dict[str, Any] = {"rewritten": found}
-    if not found:
+    new, nodes, details = pick_nodes(program, lambda n: _single_index(n) is not None)
+    if new is None:
         return PassResult(program, changed=False, details=details)
-    program = copy.deepcopy(program)
-    for node in [n for n in program.graph.nodes if n.name in found]:
+    program = new
+    for node in nodes:
         node.replace_all_uses_with(_rewrite(program, node, *_single_index(node)))
     prune_unused_state(program)
     return PassResult(program, changed=True, details=details)

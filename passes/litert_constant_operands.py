@@ -16,9 +16,7 @@ the rewrite is exact.
 
 from __future__ import annotations
 
-import copy
 import math
-from typing import Any
 
 import torch
 from torch.export import ExportedProgram
@@ -26,7 +24,7 @@ from torch.fx import Node
 
 from mirror.passes.base import PassResult, register
 from mirror.passes.constant_folding import add_constant, lifted_value
-from mirror.passes.graph_utils import prune_unused_state
+from mirror.passes.graph_utils import pick_nodes, prune_unused_state
 from mirror.passes.rank_legalization import Builder
 
 
@@ -69,12 +67,11 @@ def _rewrite(program: ExportedProgram, node: Node) -> Node | None:
 
 @register("litert::constant_operands_4d")
 def constant_operands_4d(program: ExportedProgram) -> PassResult:
-    found = [n.name for n in program.graph.nodes if _needs_4d(program, n)]
-    details: dict[str, Any] = {"rewritten": found}
-    if not found:
+    new, nodes, details = pick_nodes(program, lambda n: _needs_4d(program, n))
+    if new is None:
         return PassResult(program, changed=False, details=details)
-    program = copy.deepcopy(program)
-    for node in [n for n in program.graph.nodes if n.name in found]:
+    program = new
+    for node in nodes:
         new = _rewrite(program, node)
         if new is None:
             details.setdefault("left", []).append(node.name)

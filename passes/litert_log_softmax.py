@@ -19,15 +19,16 @@ import torch
 from torch.export import ExportedProgram
 
 from mirror.passes.base import PassResult, register
+from mirror.passes.graph_utils import pick_nodes
 
 _LOG_SOFTMAX = (torch.ops.aten._log_softmax.default, torch.ops.aten.log_softmax.int)
 
 
 @register("litert::log_softmax")
 def log_softmax(program: ExportedProgram) -> PassResult:
-    found = [n.name for n in program.graph.nodes if n.op == "call_function" and n.target in _LOG_SOFTMAX]
-    details: dict[str, Any] = {"rewritten": found}
-    if not found:
+    picked, _, details = pick_nodes(program, lambda n: n.op == "call_function" and n.target in _LOG_SOFTMAX,
+                                    copy_program=False)  # fmt: skip
+    if picked is None:
         return PassResult(program, changed=False, details=details)
 
     def decompose(x: torch.Tensor, dim: int, *_: Any) -> torch.Tensor:

@@ -11,16 +11,13 @@ float32 sums may differ.
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import torch
 from torch.export import ExportedProgram
 from torch.fx import Node
 
 from mirror.passes.base import PassResult, register
 from mirror.passes.constant_folding import add_constant, lifted_value
-from mirror.passes.graph_utils import prune_unused_state
+from mirror.passes.graph_utils import pick_nodes, prune_unused_state
 from mirror.passes.rank_legalization import Builder
 
 aten = torch.ops.aten
@@ -43,12 +40,11 @@ def _swap_last(b: Builder, x: Node) -> Node:
 
 @register("litert::matmul_constant_lhs")
 def matmul_constant_lhs(program: ExportedProgram) -> PassResult:
-    found = [n.name for n in program.graph.nodes if _constant_lhs(program, n)]
-    details: dict[str, Any] = {"rewritten": found}
-    if not found:
+    new, nodes, details = pick_nodes(program, lambda n: _constant_lhs(program, n))
+    if new is None:
         return PassResult(program, changed=False, details=details)
-    program = copy.deepcopy(program)
-    for node in [n for n in program.graph.nodes if n.name in found]:
+    program = new
+    for node in nodes:
         b = Builder(program, node)
         lhs, rhs = node.args[:2]
         lhs_t = add_constant(program, f"{lhs.name}_t", lifted_value(program, lhs).t().contiguous())

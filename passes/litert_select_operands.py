@@ -11,16 +11,13 @@ as they are (and listed in ``details["left"]``).
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import torch
 from torch.export import ExportedProgram
 from torch.fx import Node
 
 from mirror.passes.base import PassResult, register
 from mirror.passes.constant_folding import add_constant, lifted_value
-from mirror.passes.graph_utils import prune_unused_state
+from mirror.passes.graph_utils import pick_nodes, prune_unused_state
 
 _WHERE = torch.ops.aten.where.self
 
@@ -41,12 +38,11 @@ def _broadcast_constants(program: ExportedProgram, node: Node) -> list[int]:
 
 @register("litert::select_operands")
 def select_operands(program: ExportedProgram, max_elements: int = 1 << 22) -> PassResult:
-    found = [n.name for n in program.graph.nodes if _broadcast_constants(program, n)]
-    details: dict[str, Any] = {"rewritten": found}
-    if not found:
+    new, nodes, details = pick_nodes(program, lambda n: _broadcast_constants(program, n))
+    if new is None:
         return PassResult(program, changed=False, details=details)
-    program = copy.deepcopy(program)
-    for node in [n for n in program.graph.nodes if n.name in found]:
+    program = new
+    for node in nodes:
         out = list(node.meta["val"].shape)
         if torch.Size(out).numel() > max_elements:
             details.setdefault("left", []).append(node.name)

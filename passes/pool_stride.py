@@ -9,13 +9,11 @@ defaults, which come before it, as PyTorch's), the same call for every backend.
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import torch
 from torch.export import ExportedProgram
 
 from mirror.passes.base import PassResult, register
+from mirror.passes.graph_utils import pick_nodes
 
 _POOLS = (torch.ops.aten.max_pool2d.default, torch.ops.aten.avg_pool2d.default)
 
@@ -29,16 +27,14 @@ def _missing_stride(node: torch.fx.Node) -> bool:
 
 @register("explicit_pool_stride")
 def explicit_pool_stride(program: ExportedProgram) -> PassResult:
-    found = [n.name for n in program.graph.nodes if _missing_stride(n)]
-    details: dict[str, Any] = {"rewritten": found}
-    if not found:
+    new, nodes, details = pick_nodes(program, _missing_stride)
+    if new is None:
         return PassResult(program, changed=False, details=details)
-    program = copy.deepcopy(program)
-    for node in program.graph.nodes:
-        if node.name in found:
-            kwargs = dict(node.kwargs)
-            kwargs.pop("stride", None)
-            node.args = (node.args[0], node.args[1], list(node.args[1]), *node.args[3:])
-            node.kwargs = kwargs
+    program = new
+    for node in nodes:
+        kwargs = dict(node.kwargs)
+        kwargs.pop("stride", None)
+        node.args = (node.args[0], node.args[1], list(node.args[1]), *node.args[3:])
+        node.kwargs = kwargs
     program.graph_module.recompile()
     return PassResult(program, changed=True, details=details)

@@ -12,15 +12,12 @@ runs. Values are copied, so the rewrite is exact. Strided slices are left as the
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import torch
 from torch.export import ExportedProgram
 from torch.fx import Node
 
 from mirror.passes.base import PassResult, register
-from mirror.passes.graph_utils import prune_unused_state
+from mirror.passes.graph_utils import pick_nodes, prune_unused_state
 from mirror.passes.rank_legalization import Builder
 
 aten = torch.ops.aten
@@ -59,13 +56,13 @@ def _as_cat(program: ExportedProgram, node: Node, dim: int, start: int, end: int
 
 @register("scatter_as_cat")
 def scatter_as_cat(program: ExportedProgram) -> PassResult:
-    found = [n.name for n in program.graph.nodes if n.op == "call_function" and n.target in _SCATTERS
-             and _bounds(n) is not None]  # fmt: skip
-    details: dict[str, Any] = {"rewritten": found}
-    if not found:
+    new, nodes, details = pick_nodes(
+        program, lambda n: n.op == "call_function" and n.target in _SCATTERS and _bounds(n) is not None
+    )
+    if new is None:
         return PassResult(program, changed=False, details=details)
-    program = copy.deepcopy(program)
-    for node in [n for n in program.graph.nodes if n.name in found]:
+    program = new
+    for node in nodes:
         node.replace_all_uses_with(_as_cat(program, node, *_bounds(node)))
     prune_unused_state(program)
     return PassResult(program, changed=True, details=details)
