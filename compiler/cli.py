@@ -24,6 +24,7 @@ from mirror.compiler.progress import clear_stop, request_stop
 COMMANDS: dict[str, str] = {
     "compile": "mirror.compiler.cmd_compile",
     "doctor": "mirror.compiler.cmd_doctor",
+    "fetch": "mirror.compiler.cmd_fetch",
     "preview": "mirror.compiler.cmd_preview",
     "profile": "mirror.compiler.cmd_profile",
     "tryon": "mirror.compiler.cmd_tryon",
@@ -33,6 +34,7 @@ COMMANDS: dict[str, str] = {
 _HELP: dict[str, str] = {
     "compile": "export, transform, emit and verify LiteRT / Core ML / ONNX artifacts",
     "doctor": "report package versions and whether the LiteRT GPU accelerator works here",
+    "fetch": "download the pose/segmentation models and the sample clips into the local cache (once)",
     "preview": "run VITOFF Preview on a video and write its context store",
     "profile": "per-layer latency keyed by module path: measured here, estimated for phone GPUs, on a phone",
     "tryon": "put a garment on a video (no arguments: the built-in sample)",
