@@ -11,6 +11,7 @@ the build's report.json, validate.json and profile.json.
 from __future__ import annotations
 
 import json
+import math
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -91,11 +92,13 @@ def heatmap(plot_id: str, grid: list[list[float]], top: float, cell: int = 8) ->
     parts = [f'<svg data-plot="{escape(plot_id)}" width="{cols * cell}" height="{rows * cell}" role="img">']
     for r, line in enumerate(grid):
         for c, v in enumerate(line):
-            t = min(v / top, 1.0) if top > 0 else 0.0
+            value = _number(v)
+            # A non-finite error (an fp16 overflow reads "inf" or "nan") is drawn saturated.
+            t = 1.0 if value is None else (min(value / top, 1.0) if top > 0 else 0.0)
             g = int(255 * (1 - t))  # white -> red -> dark red
             color = f"rgb({int(255 - 120 * max(t - 0.5, 0) * 2)},{g},{g})"
             parts.append(f'<rect x="{c * cell}" y="{r * cell}" width="{cell}" height="{cell}" fill="{color}">'
-                         f"<title>{v:.3g}</title></rect>")  # fmt: skip
+                         f"<title>{v if value is None else format(value, '.3g')}</title></rect>")  # fmt: skip
     return "".join(parts) + "</svg>"
 
 
@@ -107,13 +110,15 @@ def heatmap_section(profile: dict[str, Any]) -> str:
         precisions = [p for p in maps if isinstance(maps[p], dict)]
         if not precisions:
             continue
-        top = max(max(max(line) for line in maps[p]["grid"]) for p in precisions)
+        finite = [x for p in precisions for line in maps[p]["grid"] for x in map(_number, line) if x is not None]
+        top = max(finite, default=0.0)
         out.append(f"<h3>{escape(g['graph'])}: <code>{escape(maps['output'])}</code> against "
                    f"{escape(maps['reference'])} (dark red = {top:.3g} mean abs per cell)</h3><div>")  # fmt: skip
         for p in precisions:
             m, plot = maps[p], heatmap(f"heatmap-{g['graph']}-{p}", maps[p]["grid"], top)
             out.append(f'<figure style="display:inline-block;margin:0 16px 0 0">{plot}<figcaption>'
-                       f"{escape(m['artifact'])}: max abs {m['max_abs']:.3g}, mean abs {m['mean_abs']:.3g}"
+                       f"{escape(m['artifact'])}: max abs {_fig(m['max_abs'], '.3g')}, "
+                       f"mean abs {_fig(m['mean_abs'], '.3g')}"
                        "</figcaption></figure>")  # fmt: skip
         out.append("</div>")
     if not out:
@@ -143,11 +148,19 @@ def _fig(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, (int, float)) else escape(str(value))
 
 
+def _number(x: Any) -> float | None:
+    """A finite float, or None for a missing, non-numeric or non-finite figure."""
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+        return None
+    return float(x)
+
+
 def _capped(psnr: Any, cap: float = 150.0) -> float | None:
     """A PSNR for the bars: capped (an exact match is inf), None when missing or not a number."""
-    if psnr == "inf":
+    if psnr in ("inf", math.inf):
         return cap
-    return min(float(psnr), cap) or None if isinstance(psnr, (int, float)) else None
+    value = _number(psnr)
+    return None if value is None else min(value, cap)
 
 
 def parity_section(report: dict[str, Any], validate: dict[str, Any] | None) -> str:

@@ -107,3 +107,20 @@ def test_chromium_renders_every_plot(tmp_path):
     blue = (image[..., 0] > 150) & (image[..., 2] < 100)
     orange = (image[..., 2] > 200) & (image[..., 0] < 80)
     assert blue.sum() > 200 and orange.sum() > 200
+
+
+def test_exact_and_non_finite_figures_are_drawn_not_crashed(tmp_path):
+    """An exact match (PSNR inf) and an fp16 overflow (errors inf/nan, stored as strings)."""
+    _build(tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    report["artifacts"][0]["parity"]["litert-cpu"].update(psnr_db="inf", max_abs=0.0)
+    report["artifacts"][1]["parity"]["litert-cpu"].update(psnr_db="nan", max_abs="nan")
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    profile = json.loads((tmp_path / "profile.json").read_text())
+    fp16 = profile["graphs"][0]["error_maps"]["fp16"]
+    fp16["grid"][0][0], fp16["grid"][0][1], fp16["max_abs"] = "inf", "nan", "inf"
+    (tmp_path / "profile.json").write_text(json.dumps(profile))
+    page = html.write_report(tmp_path).read_text()
+    assert 'data-plot="heatmap-toy-fp16"' in page and "<title>nan</title>" in page
+    assert "max abs inf" in page
+    assert 'data-plot="parity"' in page
