@@ -45,9 +45,11 @@ def artifact_program(unit: CompileUnit, target: str, lowering: str) -> tuple[Any
     """The program a target's artifacts of ``unit`` were emitted from, and its passes."""
     if unit.pipeline not in PIPELINES:
         raise MirrorError(f"unknown pipeline {unit.pipeline!r}; known: {', '.join(PIPELINES)}")
-    spec = [*PIPELINES[unit.pipeline], *emitter_for(target).pipeline(lowering)]
-    program = export_program(unit)
-    program, _ = run_pipeline(program, spec, unit.name)
+    emitter = emitter_for(target)
+    spec = [*PIPELINES[unit.pipeline], *emitter.pipeline(lowering)]
+    program, _ = run_pipeline(export_program(unit), spec, unit.name)
+    program = emitter.named_program(program, example_inputs=unit.example_inputs, input_names=unit.input_names,
+                                    output_names=unit.output_names)  # fmt: skip
     return program, [name for name, _ in spec]
 
 

@@ -63,6 +63,12 @@ class Emitter(Protocol):
         None where the target has no such check; ``runners`` are the ones that just ran it."""
         ...
 
+    def named_program(self, program: Any, *, example_inputs: tuple[Any, ...], input_names: list[str],
+                      output_names: list[str]) -> Any:  # fmt: skip
+        """The program whose FX node names the artifact's tensors carry (``--localize``
+        matches by them): ``program`` itself unless the converter re-traces it."""
+        ...
+
 
 class EmitterBase:
     """Defaults for the optional parts of the protocol."""
@@ -71,6 +77,10 @@ class EmitterBase:
 
     def delegate_check(self, artifact: Artifact, runners: list[Any], mode: str) -> dict[str, Any] | None:
         return None
+
+    def named_program(self, program: Any, *, example_inputs: tuple[Any, ...], input_names: list[str],
+                      output_names: list[str]) -> Any:  # fmt: skip
+        return program
 
 
 def describe_artifact(

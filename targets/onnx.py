@@ -207,6 +207,10 @@ class ONNXEmitter(EmitterBase):
         info["emit_s"] = round(time.perf_counter() - t0, 3)
         return describe_artifact(self.target, graph, precision, final, input_names, output_names, info)
 
+    def named_program(self, program: Any, *, example_inputs: tuple[Any, ...], input_names: list[str],
+                      output_names: list[str]) -> Any:  # fmt: skip
+        return exporter_program(program, example_inputs, input_names, output_names, opset=self.opset)
+
     def runners(self, artifact: Artifact) -> list[Any]:
         runners: list[Any] = [OnnxRuntimeRunner(artifact.path)]
         ort_path = artifact.info.get("ort_path")
@@ -370,12 +374,33 @@ def export_onnx(
     ``optimize=False`` keeps one ONNX node per aten op (no Conv+BatchNorm folding), so every
     node's metadata names the module it came from (the profiler maps times back by it).
     """
+    model = _onnx_program(program, example_inputs, input_names, output_names, opset, graph, optimize).model_proto
+    if model is None:
+        raise MirrorError(f"ONNX export of {graph} produced no model")
+    label_module_paths(model)
+    return model
+
+
+def exporter_program(
+    program: Any, example_inputs: tuple[Any, ...], input_names: list[str], output_names: list[str],
+    *, opset: int = DEFAULT_OPSET, graph: str = "model",
+) -> Any:  # fmt: skip
+    """The ExportedProgram the exporter lowered ``program`` to: it decomposes what ONNX has
+    no function for (``rsub``, ...) and re-traces, which renames nodes, and the ONNX
+    tensors are named after *its* nodes. Exporting again gives the same names."""
+    return _onnx_program(program, example_inputs, input_names, output_names, opset, graph, True).exported_program
+
+
+def _onnx_program(
+    program: Any, example_inputs: tuple[Any, ...], input_names: list[str], output_names: list[str],
+    opset: int, graph: str, optimize: bool,
+) -> Any:  # fmt: skip
     import torch
 
     try:
         # The exporter prints progress lines and warns about torchvision; keep stdout clean.
         with contextlib.redirect_stdout(io.StringIO()), _quiet_logs("torch.onnx"):
-            onnx_program = torch.onnx.export(
+            return torch.onnx.export(
                 program,
                 tuple(example_inputs),
                 input_names=list(input_names),
@@ -386,15 +411,10 @@ def export_onnx(
                 verbose=False,
                 optimize=optimize,
             )
-        model = onnx_program.model_proto
     except MirrorError:
         raise
     except Exception as exc:  # noqa: BLE001 - one clear line for the user
         raise MirrorError(f"ONNX export of {graph} failed: {one_line(exc)}") from exc
-    if model is None:
-        raise MirrorError(f"ONNX export of {graph} produced no model")
-    label_module_paths(model)
-    return model
 
 
 def simplify_onnx(model: Any) -> tuple[Any, str | None]:

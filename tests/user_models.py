@@ -113,3 +113,39 @@ class Unexportable(nn.Module):
 
 def unexportable():
     return Unexportable().eval(), (torch.randn(1, 3, 8, 8),)
+
+
+class TwoLevelWarp(nn.Module):
+    """Warps, refines the flow from the warped image, and warps again, composing pixel
+    offsets into a normalized grid after each step the way coarse-to-fine flow nets do.
+    Index arithmetic sits between the two samplers: ONNX export re-traces such a graph
+    and renames its nodes (see targets/onnx.py ``exporter_program``)."""
+
+    mirror_name = "twolevelwarp"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.coarse = nn.Conv2d(6, 2, 3, padding=1)
+        self.refine = nn.Conv2d(5, 2, 3, padding=1)
+
+    @staticmethod
+    def _grid(offsets: torch.Tensor) -> torch.Tensor:
+        _, _, h, w = offsets.shape
+        xs = torch.arange(w, dtype=offsets.dtype).view(1, 1, w).expand(1, h, w)
+        ys = torch.arange(h, dtype=offsets.dtype).view(1, h, 1).expand(1, h, w)
+        gx = (xs + offsets[:, 0]) / ((w - 1) / 2) - 1
+        gy = (ys + offsets[:, 1]) / ((h - 1) / 2) - 1
+        return torch.stack([gx, gy], dim=-1)
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flow = torch.tanh(self.coarse(torch.cat([source, target], dim=1))) * 3
+        warped = F.grid_sample(source, self._grid(flow), padding_mode="border", align_corners=False)
+        flow = flow + torch.tanh(self.refine(torch.cat([warped, flow], dim=1)))
+        return F.grid_sample(source, self._grid(flow), padding_mode="border", align_corners=False), flow
+
+
+def two_level_warp():
+    torch.manual_seed(0)
+    model = TwoLevelWarp().eval()
+    example = (torch.rand(1, 3, 24, 20) * 2 - 1, torch.rand(1, 3, 24, 20) * 2 - 1)
+    return model, example, ["source", "target"], ["warped", "flow"]
