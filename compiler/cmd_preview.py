@@ -3,9 +3,10 @@
 Reads a video (.mp4 .mov .avi .mkv .webm .y4m, or .npy frames) one frame at a time,
 fits each onto the 960x540 portrait canvas, tracks the body with VITOFF and writes the
 context store (manifest.json, context.npz, parsing.npz, preview.json) atomically,
-with the video's fingerprint. Without a human parser checkpoint the body is given by
---roi, in the input video's pixels (after its rotation). Progress goes to stderr, a
-one-line summary to stdout.
+with the video's fingerprint. The body is found on every frame by the offline body
+model (MediaPipe's pose models, runtime/body.py; `mirror fetch` puts them in the
+cache), or given by --roi, in the input video's pixels (after its rotation), which
+tracks that region instead. Progress goes to stderr, a one-line summary to stdout.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--roi",
         metavar="x,y,w,h",
-        help="torso-and-arms region in the input video's pixels (required: no human parser checkpoint is available)",
+        help="torso-and-arms region in the input video's pixels (default: the body model finds the person)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -78,14 +79,16 @@ def run(args: argparse.Namespace) -> int:
     from mirror.runtime.pipeline import run_preview_video
     from mirror.runtime.video import open_video
 
-    if args.roi is None:
-        raise MirrorError(
-            "--roi x,y,w,h is required: no human parser checkpoint is available to find the torso and arms"
-        )
-    parse_roi(args.roi)
+    if args.roi is not None:
+        parse_roi(args.roi)
+    else:
+        from mirror.runtime.assets import asset_path
+
+        asset_path("pose_landmark_full.tflite")  # a missing model stops here, naming `mirror fetch`
+        asset_path("pose_detection.tflite")
     tune_allocator()  # a short-lived command: keep freed memory for reuse (see runtime/perf.py)
     clip = open_video(args.video)  # validates the file before any decoding
-    roi = check_roi(args.roi, clip.info.width, clip.info.height)
+    roi = check_roi(args.roi, clip.info.width, clip.info.height) if args.roi is not None else None
     res, _ = run_preview_video(clip, Path(args.out), roi, Progress(args.quiet))
     n_dnn = int(res.dnn.sum())
     print(f"wrote {args.out}: {res.frames} frames, DIVTON on {n_dnn} ({100.0 * (1 - res.dnn_fraction):.1f}% DNN-free)")

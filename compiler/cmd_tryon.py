@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--edge", help="garment mask image, white on black (default: alpha, or found from the photo)")
     parser.add_argument("--build", default="build", help="folder written by `mirror compile` (default: build)")
     parser.add_argument("--context", help=f"context store folder (default: {CONTEXT_DIR}/<video>-<digest>)")
-    parser.add_argument("--roi", metavar="x,y,w,h", help="torso-and-arms region, needed when Preview must run")
+    parser.add_argument("--roi", metavar="x,y,w,h",
+                        help="torso-and-arms region for Preview (default: the body model finds the person)")
     parser.add_argument("--out", default="tryon.mp4", help="output video, .mp4 (default: tryon.mp4)")
     parser.add_argument("--stats", help="write the run's figures to this .json file")
     parser.add_argument("--target", choices=("tflite", "onnx"), default="tflite", help="artifacts to run")
@@ -110,10 +111,7 @@ def _store(args: argparse.Namespace, clip, roi_text: str | None):
         store.check_source(clip.path)
         _say(args, f"reusing the context store {path}/ (Preview already ran on this video)")
         return store, None
-    if roi_text is None:
-        raise MirrorError(f"{clip.path} has no context store yet, so Preview must run: give --roi x,y,w,h "
-                          "around the torso and arms (no human parser checkpoint is available)")
-    roi = check_roi(roi_text, clip.info.width, clip.info.height)
+    roi = check_roi(roi_text, clip.info.width, clip.info.height) if roi_text is not None else None
     _say(args, f"Preview: tracking {clip.info.frames} frames -> {path}/")
     _, clock = run_preview_video(clip, path, roi, Progress(args.quiet))
     return open_store(path), clock

@@ -26,7 +26,7 @@ from mirror import MirrorError
 from .crop import nearest_resize
 from .encode import open_mp4
 from .imgproc import resize
-from .preview import Preview, PreviewResult
+from .preview import Parser, Preview, PreviewResult
 from .replay import TryOn, iter_replay
 from .store import ContextStore, video_fingerprint, write_store
 from .video import Frame, Placement, VideoClip, on_canvas, placement
@@ -67,15 +67,27 @@ def _canvas(clip: VideoClip, place: Placement, clock: Clock, current: list) -> I
         yield canvas
 
 
-def run_preview_video(clip: VideoClip, store_path: Path, roi_src: tuple[int, int, int, int],
-                      progress: Progress | None = None) -> tuple[PreviewResult, Clock]:
-    """Preview the whole clip with the body given by `roi_src` (source pixels); write the store."""
+def run_preview_video(clip: VideoClip, store_path: Path, roi_src: tuple[int, int, int, int] | None = None,
+                      progress: Progress | None = None, parser: Parser | None = None) -> tuple[PreviewResult, Clock]:
+    """Preview the whole clip and write the store.
+
+    The body comes from `roi_src` (source pixels) when given, else from `parser` (frame ->
+    7-class labels; default: the MediaPipe body model of body.py, made here).
+    """
     clock = Clock()
     place = placement(clip.info.height, clip.info.width)
-    x, y, w, h = roi_src
-    cx, cy = place.to_canvas(x, y)
-    roi = (cx, cy, w * place.scale, h * place.scale)
-    pv = Preview(roi=roi)
+    roi = None
+    if roi_src is not None:
+        x, y, w, h = roi_src
+        cx, cy = place.to_canvas(x, y)
+        roi = (cx, cy, w * place.scale, h * place.scale)
+        parser = None
+    elif parser is None:
+        from .body import BodyModel
+
+        parser = BodyModel()
+    seen = _Seen(parser) if parser is not None else None
+    pv = Preview(roi=roi, parser=seen)
     current: list = [None]
     for k, canvas in enumerate(_canvas(clip, place, clock, current)):
         t0 = time.perf_counter()
@@ -84,18 +96,47 @@ def run_preview_video(clip: VideoClip, store_path: Path, roi_src: tuple[int, int
         if progress is not None:
             progress("preview", k + 1, clip.info.frames)
     res = pv.result()
-    if res.frames and int(res.n_points.max()) == 0:
-        # Nothing to track anywhere: every frame would need DIVTON, on a region with no subject.
-        raise MirrorError(f"{clip.path.name}: no corner to track inside the region on any of its {res.frames} "
-                          "frames (a blank or one-colour video there?); check the video and --roi")  # fmt: skip
+    _check_subject(clip, res, seen)
     extra = {
         "source": {"path": str(clip.path), "frames": res.frames, "width": clip.info.width,
                    "height": clip.info.height, "decode_ms": round(clock.ms.get("decode", 0.0), 3)},
         "placement": place.as_dict(),
-        "roi": {"input": list(roi_src), "canvas": [round(v, 3) for v in roi]},
     }
+    if roi is not None:
+        extra["roi"] = {"input": list(roi_src), "canvas": [round(v, 3) for v in roi]}
+    else:
+        extra["body"] = {"model": type(parser).__name__, "frames_with_person": seen.frames_with_person}
     write_store(store_path, res, extra, source=video_fingerprint(clip.path))
     return res, clock
+
+
+class _Seen:
+    """A parser wrapper that counts the frames where it found a person (a non-zero label)."""
+
+    def __init__(self, parser: Parser) -> None:
+        self.parser = parser
+        self.frames_with_person = 0
+
+    def __getattr__(self, name: str):  # last_mask and the like: the wrapped parser's
+        return getattr(self.parser, name)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        labels = self.parser(frame)
+        self.frames_with_person += bool(np.any(labels))
+        return labels
+
+
+def _check_subject(clip: VideoClip, res: PreviewResult, seen: _Seen | None) -> None:
+    """A one-line error when there was nothing to follow on any frame."""
+    if seen is not None and res.frames and seen.frames_with_person == 0:
+        raise MirrorError(f"{clip.path.name}: the body model found no person on any of its {res.frames} frames; "
+                          "give --roi x,y,w,h around the torso and arms")  # fmt: skip
+    if res.frames and int(res.n_points.max()) == 0:
+        # Nothing to track anywhere: every frame would need DIVTON, on a region with no subject.
+        where = "the body" if seen is not None else "the region"
+        check = "the video" if seen is not None else "the video and --roi"
+        raise MirrorError(f"{clip.path.name}: no corner to track inside {where} on any of its {res.frames} "
+                          f"frames (a blank or one-colour video there?); check {check}")  # fmt: skip
 
 
 def to_source(src: np.ndarray, before: np.ndarray, after: np.ndarray, place: Placement) -> np.ndarray:
