@@ -13,6 +13,14 @@ Only the mask's bounding box (plus the 3-pixel margin the filters need) is filte
 and the greedy selection is solved for a whole block of candidates at once as the
 fixed point of "kept = not in conflict with an earlier kept candidate", so nothing
 loops over pixels or keypoints.
+
+`fit_box_motion` moves the body box with its points: a similarity without rotation
+(scale s about the box centre, then shift d) fitted robustly, since some of the points
+a box holds are not on the subject (background inside a region of interest, a limb
+that swings): s is the weighted median of the ratios of pairwise distances, d the
+weighted median of the displacements left after scaling, and points near the box edge
+(where background is) weigh less. A mean would be pulled by every such point; the
+median moves with the majority of the subject.
 """
 
 from __future__ import annotations
@@ -124,3 +132,44 @@ def detect_keypoints(gray: np.ndarray, mask: np.ndarray, max_points: int = 30,
         if len(kept) >= max_points:
             break
     return kept[:max_points].astype(np.float32)
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The value where the cumulative weight (values sorted) first reaches half the total."""
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def edge_weights(pts: np.ndarray, box: np.ndarray, floor: float = 0.1) -> np.ndarray:
+    """1 for points in the inner half of box = (x, y, w, h), falling linearly to `floor`
+    at its edge (and beyond): background shows most near a body box's edges."""
+    c = np.array([box[0] + 0.5 * box[2], box[1] + 0.5 * box[3]])
+    r = np.abs((pts - c) / (0.5 * np.array([box[2], box[3]]))).max(axis=1)
+    return np.clip(2.0 * (1.0 - r), floor, 1.0)
+
+
+def fit_box_motion(key_pts: np.ndarray, pts: np.ndarray, key_box: np.ndarray,
+                   min_baseline: float = 0.3) -> tuple[float, np.ndarray, np.ndarray]:
+    """Robust fit of pts ~ s (key_pts - c) + c + d, c the centre of key_box (x, y, w, h).
+
+    Returns (s, d [2], residuals [N] in px). Pairs shorter than `min_baseline` of the box's
+    size do not vote for the scale (a pixel of tracking noise is a large ratio there);
+    with no pair left s = 1. s is kept within [0.5, 2].
+    """
+    key_pts = np.asarray(key_pts, np.float64).reshape(-1, 2)
+    pts = np.asarray(pts, np.float64).reshape(-1, 2)
+    if len(pts) == 0:
+        return 1.0, np.zeros(2), np.zeros(0)
+    c = np.array([key_box[0] + 0.5 * key_box[2], key_box[1] + 0.5 * key_box[3]])
+    w = edge_weights(key_pts, key_box)
+    s = 1.0
+    i, j = np.triu_indices(len(pts), k=1)
+    dk = np.linalg.norm(key_pts[i] - key_pts[j], axis=1)
+    use = dk >= min_baseline * np.sqrt(key_box[2] * key_box[3])
+    if use.any():
+        ratio = np.linalg.norm(pts[i] - pts[j], axis=1)[use] / dk[use]
+        s = float(np.clip(weighted_median(ratio, (w[i] * w[j])[use]), 0.5, 2.0))
+    rest = pts - c - s * (key_pts - c)
+    d = np.array([weighted_median(rest[:, 0], w), weighted_median(rest[:, 1], w)])
+    return s, d, np.linalg.norm(rest - d, axis=1)

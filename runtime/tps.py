@@ -114,6 +114,24 @@ class TPS:
         run_split(block, h, rows)
         return out[0], out[1]
 
+    def jacobian(self, pts: np.ndarray) -> np.ndarray:
+        """The spline's 2x2 derivative at [M,2] (x, y) points: [M,2,2], J[m, j, k] = d f_j / d x_k.
+
+        Analytic: dU/dq = (log r^2 + 1) (q - c), which tends to 0 at a control point, so
+        the log is taken of max(r^2, tiny) there. Used to tell a warp that folds or
+        shears the box from one the points support (see triggers.warp_support).
+        """
+        q = (np.asarray(pts, np.float64).reshape(-1, 2) - self.center) / self.scale
+        n = self.n
+        diff = q[:, None, :] - self.ctrl[None, :, :]  # [M,N,2]
+        r2 = (diff**2).sum(-1)
+        g = np.log(np.maximum(r2, 1e-300)) + 1.0
+        g[r2 == 0.0] = 0.0
+        # sum_i w_ij g_i (q_k - c_ik) plus the affine part coef[n+1+k, j].
+        jac = np.einsum("mi,mik,ij->mjk", g, diff, self.coef[:n])
+        jac += self.coef[n + 1 : n + 3].T[None]
+        return jac / self.scale
+
     def to_arrays(self, max_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fixed-size arrays for the context store: ctrl [max,2], coef [max+3,2], norm [3]."""
         n = self.n

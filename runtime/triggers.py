@@ -12,6 +12,13 @@ DIVTON runs on the first frame and whenever one of these fires:
   between TPS(keyframe points) and the keyframe points. It is 0 for a pure translation
   and grows with deformation; it fires above 0.1. With no (or too few, or degenerate)
   points KE is infinite.
+- fold (warp support): the TPS must be a warp the points can support. Its Jacobian on
+  a 5x5 lattice over the moved box (corners included, where the spline extrapolates)
+  must keep a positive determinant (no fold) and singular values within a factor
+  `max_anisotropy` (4) of each other (no shear). A spline fitted to a few clustered or
+  noisy points passes through them exactly and still smears the box around them; NCC
+  and KE, measured near the points, do not see it. 4, not less: a limb swinging
+  against the torso legitimately stretches its part of a small box 2-3 times.
 
 The NCC is computed on a regular sub-lattice of the box (every `stride` pixels in both
 directions, 4 by default): it is a global statistic over ~10^4 samples for a body-sized
@@ -29,6 +36,7 @@ from .tps import TPS, TPSDegenerate, fit_tps
 
 KE_THRESHOLD = 0.1
 CALIBRATION_SHIFT_PX = 10.0
+MAX_ANISOTROPY = 4.0
 
 
 def ncc(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None) -> float:
@@ -112,3 +120,22 @@ def keypoint_error(cur_pts: np.ndarray, cur_box: np.ndarray, key_pts: np.ndarray
     except TPSDegenerate:
         return float("inf")
     return float(np.linalg.norm(spline(kn) - kn, axis=1).mean())
+
+
+def warp_support(spline: TPS, box: np.ndarray, max_anisotropy: float = MAX_ANISOTROPY,
+                 n: int = 5) -> str:
+    """Why the spline (current -> keyframe) cannot be replayed over `box`, or "" when it can.
+
+    The Jacobian is taken on an n x n lattice spanning the box, corners included.
+    """
+    x0, y0, w, h = (float(v) for v in box[:4])
+    gx, gy = np.meshgrid(np.linspace(x0, x0 + w, n), np.linspace(y0, y0 + h, n))
+    jac = spline.jacobian(np.stack([gx.ravel(), gy.ravel()], axis=1))
+    det = np.linalg.det(jac)
+    if not np.isfinite(det).all() or det.min() <= 0.0:
+        return f"fold: the warp folds the box (Jacobian determinant {det.min():.2f})"
+    sv = np.linalg.svd(jac, compute_uv=False)  # [M,2], descending
+    aniso = float((sv[:, 0] / sv[:, 1]).max())
+    if not aniso <= max_anisotropy:
+        return f"fold: the warp shears the box (anisotropy {aniso:.2f} > {max_anisotropy:g})"
+    return ""
