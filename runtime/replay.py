@@ -11,6 +11,8 @@ Runtime runs once per garment and repeats none of Preview's tracking. For each f
   box, remaps the keyframe output through it (bicubic colour, nearest mask) and pastes
   the result where the remapped mask is set. Colour is only interpolated at pixels the
   mask keeps, and written straight into the output frame.
+- an absent frame (Preview found no subject, or its box left the frame) passes through
+  unchanged: no DNN, no paste. The next frame with a subject is a keyframe.
 """
 
 from __future__ import annotations
@@ -148,7 +150,10 @@ def iter_replay(store: ContextStore | str | Path, dnn: TryOn, frames: Iterable[n
         if frame.shape != (fh, fw, 3) or frame.dtype != np.uint8:
             raise MirrorError(f"frame {t + 1} must be uint8 [{fh},{fw},3], got "
                               f"{frame.dtype} {list(frame.shape)}")
-        if store["dnn"][t]:
+        if store["absent"][t]:
+            key = None  # tracking restarts from a new keyframe
+            yield frame
+        elif store["dnn"][t]:
             t0, calls = time.perf_counter(), _dnn_seconds(dnn)
             out, key = _keyframe(store, t, frame, dnn)
             if keyframe_ms is not None:

@@ -2,13 +2,19 @@
 
 A store is a plain folder:
 
-    manifest.json   {"format": "mirror-vitoff-context", "version": 2, "frames": T,
+    manifest.json   {"format": "mirror-vitoff-context", "version": 3, "frames": T,
                      "frame_size": [960, 540], "files": {name: {"bytes": n, "sha256": hex}},
                      "source": {"bytes": n, "sha256": hex}}
-    context.npz     per-frame arrays (boxes, keypoints, TPS, paddings, NCC, KE, decisions)
+    context.npz     per-frame arrays (boxes, keypoints, TPS, paddings, NCC, KE, decisions,
+                    absent frames, box/body IoU)
     parsing.npz     256x192 parsing crops (ROI mask in ROI mode) of the DNN frames, in
                     frame order, compressed
-    preview.json    human-readable decisions, dnn_fraction, per-stage milliseconds
+    preview.json    human-readable decisions, dnn_fraction, absent_fraction, (with a
+                    body model) box_on_body_fraction, per-stage milliseconds
+
+Version 3 added the absent frames (no DNN, no paste; keyframe -1) and the per-frame
+IoU of the box with the body; a version 2 store is refused with a request to rerun
+Preview, since its DNN-free frames may hold a box that left the subject.
 
 Payloads are numpy .npz archives read with allow_pickle=False (data, never code).
 Opening a store checks the manifest's format and version, every file's size (a
@@ -38,7 +44,7 @@ from mirror.files import sha256_of
 from .preview import STAGES, PreviewResult
 
 FORMAT = "mirror-vitoff-context"
-VERSION = 2
+VERSION = 3
 MANIFEST = "manifest.json"
 _CONTEXT = "context.npz"
 _PARSING = "parsing.npz"
@@ -60,6 +66,8 @@ _ARRAYS: dict[str, tuple[str, tuple]] = {
     "ncc": ("float32", ("T",)),
     "ncc_threshold": ("float32", ("T",)),
     "tps_error": ("float32", ("T",)),
+    "absent": ("bool", ("T",)),
+    "box_iou": ("float32", ("T",)),
 }
 
 
@@ -67,10 +75,22 @@ def _json_num(x: float) -> float | None:
     return None if not math.isfinite(x) else round(float(x), 6)
 
 
+def _reason_counts(reasons: list[str], dnn: np.ndarray, absent: np.ndarray) -> dict[str, int]:
+    """How many frames each kind of decision took ("WE", "fold", "absent", ...)."""
+    counts: dict[str, int] = {}
+    for why, key, gone in zip(reasons, dnn, absent, strict=True):
+        if key or gone:
+            kind = why.split(":")[0]
+            counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def preview_summary(res: PreviewResult, extra: dict | None = None) -> dict:
-    """The preview.json document: decisions per frame, dnn_fraction, stage timings."""
+    """The preview.json document: decisions per frame, dnn_fraction, absent_fraction,
+    box_on_body_fraction (with a body model: see PreviewResult), stage timings."""
     ms = {s: res.stage_ms[s] for s in STAGES}
     total = sum(ms.values())
+    on_body = res.box_on_body_fraction
     return {
         "frames": res.frames,
         "frame_size": list(res.frame_size),
@@ -78,6 +98,13 @@ def preview_summary(res: PreviewResult, extra: dict | None = None) -> dict:
         "dnn_frames": [int(i) for i in np.nonzero(res.dnn)[0]],
         "dnn_fraction": round(res.dnn_fraction, 6),
         "dnn_free_fraction": round(1.0 - res.dnn_fraction, 6),
+        "absent_frames": int(res.absent.sum()),
+        "absent_fraction": round(res.absent_fraction, 6),
+        "tracked_fraction": round(float((~res.dnn & ~res.absent).mean()), 6),
+        "decision_counts": _reason_counts(res.reasons, res.dnn, res.absent),
+        **({"box_on_body_fraction": round(on_body, 6),
+            "box_on_body": "IoU >= 0.5 of the tracked box's core with the body model's labels 1-4 box, "
+                           "over the DNN-free tracked frames"} if on_body is not None else {}),
         "stage_ms": {
             "mean_per_frame": {s: round(float(v.mean()), 4) for s, v in ms.items()}
             | {"total": round(float(total.mean()), 4)},
@@ -86,10 +113,10 @@ def preview_summary(res: PreviewResult, extra: dict | None = None) -> dict:
         },
         "config": res.config,
         "decisions": [
-            {"frame": i, "dnn": bool(res.dnn[i]), "reason": res.reasons[i],
+            {"frame": i, "dnn": bool(res.dnn[i]), "absent": bool(res.absent[i]), "reason": res.reasons[i],
              "keyframe": int(res.keyframe[i]), "points": int(res.n_points[i]),
              "ncc": _json_num(res.ncc[i]), "ncc_threshold": _json_num(res.ncc_threshold[i]),
-             "tps_error": _json_num(res.tps_error[i])}
+             "tps_error": _json_num(res.tps_error[i]), "box_iou": _json_num(res.box_iou[i])}
             for i in range(res.frames)
         ],
     } | (extra or {})
@@ -205,16 +232,34 @@ def _check_arrays(arrays: dict[str, np.ndarray], parsing: np.ndarray, t: int, p:
     k = int(arrays["dnn"].sum())
     if parsing.dtype != np.uint8 or parsing.shape != (k, 256, 192):
         raise MirrorError(f"{where}: parsing crops should be uint8 [{k}, 256, 192], one per DNN frame")
-    if t < 1 or not arrays["dnn"][0]:
-        raise MirrorError(f"{where}: the first frame must be a DNN keyframe")
-    kf = arrays["keyframe"]
-    if (kf < 0).any() or (kf > np.arange(t)).any() or not arrays["dnn"][kf].all():
-        raise MirrorError(f"{where}: keyframe indices are inconsistent")
-    if not (arrays["dnn"] | arrays["tps_ok"]).all():
-        raise MirrorError(f"{where}: a frame has neither a DNN decision nor a TPS")
+    _check_states(arrays["dnn"], arrays["absent"], arrays["tps_ok"], arrays["keyframe"], t, where)
     ok = arrays["tps_ok"]
     if not np.isfinite(arrays["boxes"]).all() or not np.isfinite(arrays["tps_coef"][ok]).all():
         raise MirrorError(f"{where}: its boxes or warps hold NaN or Inf (damaged); rerun `mirror preview`")
+
+
+def _check_states(dnn: np.ndarray, absent: np.ndarray, tps_ok: np.ndarray, kf: np.ndarray, t: int,
+                  where: str) -> None:
+    """Every frame is a keyframe, a tracked frame replaying the keyframe before it with no
+    absent frame in between, or absent (keyframe -1); the first frame that is not absent
+    is a keyframe."""
+    if t < 1:
+        raise MirrorError(f"{where}: it holds no frames")
+    present = ~absent
+    if (dnn & absent).any() or (tps_ok & absent).any() or (kf[absent] != -1).any():
+        raise MirrorError(f"{where}: an absent frame has a DNN decision, a TPS or a keyframe")
+    if present.any() and not dnn[int(np.argmax(present))]:
+        raise MirrorError(f"{where}: the first frame that is not absent must be a DNN keyframe")
+    if not (dnn | tps_ok | absent).all():
+        raise MirrorError(f"{where}: a frame has neither a DNN decision nor a TPS")
+    k = kf[present]
+    if (k < 0).any() or (k > np.nonzero(present)[0]).any() or not dnn[k].all():
+        raise MirrorError(f"{where}: keyframe indices are inconsistent")
+    tracked = np.nonzero(present & ~dnn)[0]
+    if tracked.size and (absent[tracked - 1].any() or (kf[tracked] != kf[tracked - 1]).any()):
+        raise MirrorError(f"{where}: keyframe indices are inconsistent")
+    if not np.array_equal(kf[dnn], np.nonzero(dnn)[0]):
+        raise MirrorError(f"{where}: keyframe indices are inconsistent")
 
 
 class ContextStore:
