@@ -144,6 +144,35 @@ def _bicubic(src: Source, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
     return out
 
 
+def _clipped(coord: np.ndarray, size: int) -> np.ndarray:
+    """Flat float32 coordinates clipped to [-2, size + 1], NaN sent to -2 (see Source).
+
+    fmax/fmin return the non-NaN operand, so one pass per bound both clips and replaces
+    NaN; -2 and size + 1 read the border only, as BORDER_CONSTANT does for any
+    coordinate outside the image.
+    """
+    out = np.fmax(np.asarray(coord, np.float32).reshape(-1), np.float32(-2.0))
+    return np.fmin(out, np.float32(size + 1.0), out=out)
+
+
+def _nearest_index(mx: np.ndarray, my: np.ndarray, src: Source) -> np.ndarray:
+    """Flat padded-plane indices of the nearest pixels of clipped coordinates (half to even, as cv2).
+
+    Computed in float32, which holds every index of a padded plane under 2^24 pixels
+    exactly: one conversion to integers instead of two plus integer arithmetic.
+    """
+    stride = src.stride
+    if src.planes.shape[1] >= 1 << 24:
+        return (np.rint(my).astype(np.intp) + _PAD) * stride + np.rint(mx).astype(np.intp) + _PAD
+    iy = np.rint(my)
+    iy += _PAD
+    iy *= stride
+    ix = np.rint(mx)
+    ix += _PAD
+    iy += ix
+    return iy.astype(np.intp)
+
+
 def remap_planar(src: Source, map_x: np.ndarray, map_y: np.ndarray,
                  interpolation: str = "bilinear") -> np.ndarray:
     """Sample a prepared Source at flat coordinates [M]: float32 [C, M] (channel planes).
@@ -152,18 +181,10 @@ def remap_planar(src: Source, map_x: np.ndarray, map_y: np.ndarray,
     one array per tap.
     """
     p, stride = _PAD, src.stride
-    mx = np.asarray(map_x, np.float32).reshape(-1)
-    my = np.asarray(map_y, np.float32).reshape(-1)
-    if not (np.isfinite(mx).all() and np.isfinite(my).all()):
-        bad = ~(np.isfinite(mx) & np.isfinite(my))
-        mx = np.where(bad, -2.0, mx)
-        my = np.where(bad, -2.0, my)
-    # Clip far-away coordinates onto the border margin (see Source).
-    mx = np.clip(mx, -2.0, src.w + 1.0)
-    my = np.clip(my, -2.0, src.h + 1.0)
+    mx = _clipped(map_x, src.w)
+    my = _clipped(map_y, src.h)
     if interpolation == "nearest":
-        idx = (np.rint(my).astype(np.intp) + p) * stride + (np.rint(mx).astype(np.intp) + p)
-        return np.take(src.planes, idx, axis=1)
+        return np.take(src.planes, _nearest_index(mx, my, src), axis=1, mode="clip")
     if interpolation == "bicubic":
         return _bicubic(src, mx, my)
     if interpolation == "bilinear":
@@ -215,7 +236,8 @@ def remap(src: np.ndarray | Source, map_x: np.ndarray, map_y: np.ndarray,
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
     """Round and saturate to uint8, as OpenCV does when writing 8-bit output."""
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    out = np.rint(img)
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)  # one temporary, not two
 
 
 def composite(frame: np.ndarray, patch: np.ndarray, mask: np.ndarray, x0: int, y0: int) -> np.ndarray:
