@@ -92,8 +92,13 @@ def paste(frame: np.ndarray, sel: np.ndarray, colour: np.ndarray, x0: int, y0: i
     pix *= 3
     out = frame.copy()
     flat = out.reshape(-1)
-    for ch in range(3):  # three 1-D scatters: cheaper than one masked [h,w,3] copy
-        flat[pix + ch] = colour[ch]
+    # Three 1-D scatters (cheaper than one masked [h,w,3] copy), stepping the byte
+    # offsets in place from one channel to the next instead of allocating new ones.
+    flat[pix] = colour[0]
+    pix += 1
+    flat[pix] = colour[1]
+    pix += 1
+    flat[pix] = colour[2]
     return out
 
 
