@@ -29,7 +29,10 @@ clip's body box, 310x488, gives 389). VITOFF uses 0.05 and 0.025 of the subject'
 which are the paper's 20 px and 10 px at 400 px, with minimums of 5 px and 2 px: a
 40x60 walker then gets points 5 px apart (the paper's 20 px left it 2-7 points, and KE
 fired on one pixel of noise) and is judged against a 2 px misregistration, the same
-fraction of its size as the paper's 10 px of a 400 px body. The WE lattice stride
+fraction of its size as the paper's 10 px of a 400 px body. WE is measured over the
+core box (with a parser, the padded box's 20-30 px margins are mostly background around
+a small subject, and would pull the NCC under its threshold on most frames: 51% of
+vtest.avi's frames needed the DNN that way, 21% over the core). The WE lattice stride
 shrinks the same way (4 px at 400 px, 1 px at 100 px or less), keeping enough samples.
 
 Each frame records box, keypoints, letterbox paddings, the TPS (what regenerates the
@@ -322,7 +325,10 @@ class Preview:
             return "absent: nothing to track in the region"
         key_src = Source(gray)  # prepared once, sampled by WE on every frame until the next keyframe
         stride = cfg.stride(size)
-        thr = calibrate_ncc_threshold(gray, box, stride, cfg.shift(size), key_src)
+        # WE looks at the core (the body), not the padding: around a small subject the
+        # paper's fixed 20-30 px paddings are mostly background, which does not move with
+        # the body's warp and would pull the NCC down on every frame.
+        thr = calibrate_ncc_threshold(gray, core, stride, cfg.shift(size), key_src)
         timings["detect"] += (time.perf_counter() - t0) * 1e3
         self._core = core
         self._keyframes += 1
@@ -428,7 +434,7 @@ class Preview:
         if reason:
             return float("nan"), ke, spline, reason
         t0 = time.perf_counter()
-        xs, ys = box_lattice(st["box"], gray.shape, st["stride"])
+        xs, ys = box_lattice(st["core"], gray.shape, st["stride"])
         mx, my = spline.grid_at(xs, ys)
         ncc_val = warp_ncc(gray, st["key_src"], xs, ys, mx, my)
         timings["ncc"] = (time.perf_counter() - t0) * 1e3
