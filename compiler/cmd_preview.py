@@ -1,9 +1,9 @@
 """`mirror preview VIDEO --out CONTEXT [--roi x,y,w,h]`: run VITOFF Preview on a video.
 
 Reads a video (.mp4 .mov .avi .mkv .webm .y4m, or .npy frames) one frame at a time,
-fits each onto the 960x540 portrait canvas, tracks the body with VITOFF and writes the
-context store (manifest.json, context.npz, parsing.npz, preview.json) atomically,
-with the video's fingerprint. The body is found on every frame by the offline body
+fits each onto the processing canvas (960x540 in the video's own orientation), tracks
+the body with VITOFF and writes the context store (manifest.json, context.npz,
+parsing.npz, preview.json) atomically, with the video's fingerprint. The body is found on every frame by the offline body
 model (MediaPipe's pose models, runtime/body.py; `mirror fetch` puts them in the
 cache), or given by --roi, in the input video's pixels (after its rotation), which
 tracks that region instead. Progress goes to stderr, a one-line summary to stdout.

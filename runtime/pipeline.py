@@ -1,6 +1,7 @@
 """Preview and Runtime over a video file, streamed: decode, process, encode, drop.
 
-One frame at a time goes from the decoder onto the 960x540 canvas, through VITOFF
+One frame at a time goes from the decoder onto the processing canvas (960x540 in the
+video's own orientation: video.canvas_size), through VITOFF
 (Preview: tracking; Runtime: DIVTON on keyframes, replay elsewhere), back to the source
 frame and into the encoder; nothing per frame is kept but Preview's small records (and
 its keyframes' parsing crops), so memory does not grow with the clip's length.
@@ -75,7 +76,7 @@ def run_preview_video(clip: VideoClip, store_path: Path, roi_src: tuple[int, int
     7-class labels; default: the MediaPipe body model of body.py, made here).
     """
     clock = Clock()
-    place = placement(clip.info.height, clip.info.width)
+    place = placement(clip.info.height, clip.info.width)  # the canvas of the video's orientation
     roi = None
     if roi_src is not None:
         x, y, w, h = roi_src
@@ -87,7 +88,7 @@ def run_preview_video(clip: VideoClip, store_path: Path, roi_src: tuple[int, int
 
         parser = BodyModel()
     seen = _Seen(parser) if parser is not None else None
-    pv = Preview(roi=roi, parser=seen)
+    pv = Preview(roi=roi, parser=seen, frame_size=place.canvas)
     current: list = [None]
     for k, canvas in enumerate(_canvas(clip, place, clock, current)):
         t0 = time.perf_counter()
@@ -165,7 +166,8 @@ def run_tryon_video(clip: VideoClip, store: ContextStore, dnn: TryOn, out: Path,
                     progress: Progress | None = None) -> tuple[Clock, list[float]]:
     """Put the garment on every frame and encode `out`; returns the clock and keyframe paste ms."""
     clock = Clock()
-    place = placement(clip.info.height, clip.info.width)
+    # The canvas Preview tracked on (the store's frame size), whatever this mirror would choose now.
+    place = placement(clip.info.height, clip.info.width, *store.frame_size)
     current: list[Frame | None] = [None]
     keyframe_ms: list[float] = []
     canvases = _canvas(clip, place, clock, current)

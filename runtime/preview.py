@@ -1,6 +1,7 @@
 """VITOFF Preview: track the body through a video once and decide where DIVTON must run.
 
-Every frame (960x540 portrait RGB) ends in one of three states:
+Every frame (RGB on the processing canvas: 960x540 in the video's orientation,
+`frame_size`) ends in one of three states:
 
 - keyframe (DNN): the box is (re-)anchored and keypoints are detected afresh. With a
   parser the anchor is the parser's labels on that frame (labels 1-4 box, the *core*,
@@ -533,16 +534,22 @@ class _Columns:
 def run_preview(frames: Iterable[np.ndarray], roi: tuple[float, float, float, float] | None = None,
                 parser: Parser | None = None, config: VitoffConfig | None = None,
                 progress: Callable[[int], None] | None = None) -> PreviewResult:
-    """Run Preview over 960x540 RGB frames (an array [T,960,540,3] or any iterable of frames).
+    """Run Preview over canvas RGB frames (an array [T,H,W,3] or any iterable of frames);
+    the frame size is the first frame's (960x540 portrait or landscape, see video.py).
 
     roi = (x, y, w, h) in processed-frame pixels, used when no parser is given.
     progress, if given, is called with the number of frames done after each frame.
     """
-    pv = Preview(roi=roi, parser=parser, config=config)
+    pv: Preview | None = None
     for k, frame in enumerate(frames):
-        pv.step(np.asarray(frame))
+        frame = np.asarray(frame)
+        if pv is None:
+            pv = Preview(roi=roi, parser=parser, config=config, frame_size=frame.shape[:2])
+        pv.step(frame)
         if progress is not None:
             progress(k + 1)
+    if pv is None:
+        raise MirrorError("the video has no frames")
     return pv.result()
 
 

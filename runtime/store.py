@@ -2,8 +2,8 @@
 
 A store is a plain folder:
 
-    manifest.json   {"format": "mirror-vitoff-context", "version": 3, "frames": T,
-                     "frame_size": [960, 540], "files": {name: {"bytes": n, "sha256": hex}},
+    manifest.json   {"format": "mirror-vitoff-context", "version": 4, "frames": T,
+                     "frame_size": [H, W], "files": {name: {"bytes": n, "sha256": hex}},
                      "source": {"bytes": n, "sha256": hex}}
     context.npz     per-frame arrays (boxes, keypoints, TPS, paddings, NCC, KE, decisions,
                     absent frames, box/body IoU)
@@ -13,8 +13,12 @@ A store is a plain folder:
                     body model) box_on_body_fraction, per-stage milliseconds
 
 Version 3 added the absent frames (no DNN, no paste; keyframe -1) and the per-frame
-IoU of the box with the body; a version 2 store is refused with a request to rerun
-Preview, since its DNN-free frames may hold a box that left the subject.
+IoU of the box with the body. Version 4: `frame_size` is the canvas Preview tracked on,
+960x540 in the video's own orientation ([960, 540] portrait, [540, 960] landscape), and
+Runtime replays onto that canvas. Older stores are refused with a request to rerun
+Preview: a version 3 store put every video on the portrait canvas (its boxes are in
+that canvas's pixels), and a version 2 store's DNN-free frames may hold a box that
+left the subject.
 
 Payloads are numpy .npz archives read with allow_pickle=False (data, never code).
 Opening a store checks the manifest's format and version, every file's size (a
@@ -44,7 +48,9 @@ from mirror.files import sha256_of
 from .preview import STAGES, PreviewResult
 
 FORMAT = "mirror-vitoff-context"
-VERSION = 3
+VERSION = 4
+_WHY_RERUN = {2: "its DNN-free frames may hold a box that left the subject",
+              3: "it tracked every video on the portrait canvas; the canvas now follows the video's orientation"}
 MANIFEST = "manifest.json"
 _CONTEXT = "context.npz"
 _PARSING = "parsing.npz"
@@ -196,9 +202,11 @@ def _read_manifest(path: Path, where: str) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise MirrorError(f"{where} is not a VITOFF context store (format "
                           f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
-    if manifest.get("version") != VERSION:
-        raise MirrorError(f"{where} has format version {manifest.get('version')!r}; this mirror "
-                          f"reads version {VERSION}: rerun `mirror preview`")
+    version = manifest.get("version")
+    if version != VERSION:
+        why = _WHY_RERUN.get(version) if isinstance(version, int) else None
+        raise MirrorError(f"{where} has format version {version!r}; this mirror reads version {VERSION}"
+                          f"{f' ({why})' if why else ''}: rerun `mirror preview`")
     files = manifest.get("files")
     if not isinstance(files, dict) or set(files) != {_CONTEXT, _PARSING, _PREVIEW}:
         raise MirrorError(f"{where}: the manifest's file list is damaged")

@@ -10,10 +10,15 @@ so a variable-frame-rate clip can be written back with its own timing.
 `.npy` (a uint8 array [T,H,W,3] of RGB frames, memory-mapped, allow_pickle=False) is
 read too, at 30 fps, for tests and for apps that hand over decoded frames.
 
-VITOFF processes frames at 960x540 portrait (540 wide, 960 high). `Placement` says
-how a source frame is scaled and centred on that black canvas, so coordinates given
-on the original video (e.g. a region of interest) map onto the processed frames and
-the try-on maps back onto the source.
+VITOFF processes frames on a canvas whose long side is 960 px, in the video's own
+orientation: 960 high by 540 wide (the paper's portrait frame) for a portrait or square
+source, 540 high by 960 wide for a landscape one. Fitting a landscape video onto the
+portrait canvas would shrink it to 540 px wide (a 768x576 street clip by 0.70, its
+walkers to ~28x42 px) and spend 60% of the canvas on black bars; on its own
+orientation it keeps 0.94 of its size and fills the canvas's height. `Placement` says
+how a source frame is scaled and centred on its black canvas, so coordinates given on
+the original video (e.g. a region of interest) map onto the processed frames and the
+try-on maps back onto the source.
 """
 
 from __future__ import annotations
@@ -29,14 +34,20 @@ from mirror import MirrorError
 
 from .imgproc import resize
 
-FRAME_H, FRAME_W = 960, 540
+FRAME_H, FRAME_W = 960, 540  # the paper's portrait canvas (height, width)
 NPY_FPS = Fraction(30)
 BT601 = 6  # AVCOL_SPC_SMPTE170M: FFmpeg's matrix for untagged video
 
 
+def canvas_size(src_h: int, src_w: int) -> tuple[int, int]:
+    """(height, width) of the processing canvas for a src_h x src_w video: 960x540 portrait,
+    or 540x960 when the video is wider than high."""
+    return (FRAME_W, FRAME_H) if src_w > src_h else (FRAME_H, FRAME_W)
+
+
 @dataclass(frozen=True)
 class Placement:
-    """How the source video sits on the 540x960 processing canvas: canvas = src * scale + offset."""
+    """How the source video sits on its processing canvas: canvas = src * scale + offset."""
 
     src_width: int
     src_height: int
@@ -45,26 +56,39 @@ class Placement:
     offset_y: int
     width: int = 0  # the scaled source's size on the canvas
     height: int = 0
+    canvas_height: int = FRAME_H
+    canvas_width: int = FRAME_W
+
+    @property
+    def canvas(self) -> tuple[int, int]:
+        """(height, width) of the canvas."""
+        return self.canvas_height, self.canvas_width
 
     def to_canvas(self, x: float, y: float) -> tuple[float, float]:
         return x * self.scale + self.offset_x, y * self.scale + self.offset_y
 
     def as_dict(self) -> dict:
         return {"src_width": self.src_width, "src_height": self.src_height, "scale": self.scale,
-                "offset_x": self.offset_x, "offset_y": self.offset_y}
+                "offset_x": self.offset_x, "offset_y": self.offset_y,
+                "canvas_width": self.canvas_width, "canvas_height": self.canvas_height}
 
 
-def placement(src_h: int, src_w: int, height: int = FRAME_H, width: int = FRAME_W) -> Placement:
-    """Scale a src_h x src_w frame uniformly to fit inside height x width, centred."""
+def placement(src_h: int, src_w: int, height: int | None = None, width: int | None = None) -> Placement:
+    """Scale a src_h x src_w frame uniformly to fit inside height x width, centred.
+
+    The canvas defaults to ``canvas_size``: the source's own orientation, long side 960."""
+    if height is None or width is None:
+        height, width = canvas_size(src_h, src_w)
     if (src_h, src_w) == (height, width):
-        return Placement(src_w, src_h, 1.0, 0, 0, width, height)
+        return Placement(src_w, src_h, 1.0, 0, 0, width, height, height, width)
     scale = min(height / src_h, width / src_w)
     nh, nw = max(1, round(src_h * scale)), max(1, round(src_w * scale))
-    return Placement(src_w, src_h, scale, (width - nw) // 2, (height - nh) // 2, nw, nh)
+    return Placement(src_w, src_h, scale, (width - nw) // 2, (height - nh) // 2, nw, nh, height, width)
 
 
-def on_canvas(scaled: np.ndarray, place: Placement, height: int = FRAME_H, width: int = FRAME_W) -> np.ndarray:
-    """A frame already scaled to the placement's size, centred on the black canvas."""
+def on_canvas(scaled: np.ndarray, place: Placement) -> np.ndarray:
+    """A frame already scaled to the placement's size, centred on its black canvas."""
+    height, width = place.canvas
     if scaled.shape[:2] == (height, width):
         return scaled
     out = np.zeros((height, width, 3), np.uint8)
@@ -72,18 +96,25 @@ def on_canvas(scaled: np.ndarray, place: Placement, height: int = FRAME_H, width
     return out
 
 
-def fit_to_portrait(frames: np.ndarray, height: int = FRAME_H,
-                    width: int = FRAME_W) -> tuple[np.ndarray, Placement]:
-    """Scale [T,H,W,3] uint8 frames to fit inside height x width, centred on black.
+def fit_to_canvas(frames: np.ndarray, height: int | None = None,
+                  width: int | None = None) -> tuple[np.ndarray, Placement]:
+    """Scale [T,H,W,3] uint8 frames to fit inside height x width (default: the canvas of
+    their orientation, ``canvas_size``), centred on black.
 
     Returns the processed frames and the Placement that maps source to canvas pixels.
     """
     t, h, w, _ = frames.shape
     place = placement(h, w, height, width)
-    if place.scale == 1.0:
+    if (h, w) == place.canvas:
         return frames, place
-    out = np.stack([on_canvas(_resize_uint8(f, place.height, place.width), place, height, width) for f in frames])
+    out = np.stack([on_canvas(_resize_uint8(f, place.height, place.width), place) for f in frames])
     return out, place
+
+
+def fit_to_portrait(frames: np.ndarray, height: int = FRAME_H,
+                    width: int = FRAME_W) -> tuple[np.ndarray, Placement]:
+    """``fit_to_canvas`` on the paper's portrait canvas whatever the frames' orientation."""
+    return fit_to_canvas(frames, height, width)
 
 
 def _resize_uint8(img: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -216,6 +247,6 @@ def _decode(path: Path, turns: int) -> Iterator[Frame]:
 
 
 def canvas_frames(clip: VideoClip, place: Placement) -> Iterator[np.ndarray]:
-    """The clip's frames on the 960x540 processing canvas, one at a time."""
+    """The clip's frames on the placement's processing canvas, one at a time."""
     for frame in clip:
         yield on_canvas(frame.scaled(place.height, place.width), place)

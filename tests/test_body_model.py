@@ -164,8 +164,11 @@ def test_preview_without_roi_on_a_real_clip(tmp_path: Path) -> None:
     doc = json.loads((out / "preview.json").read_text())
     assert doc["mask_source"] == "parser" and "roi" not in doc
     assert doc["body"]["frames_with_person"] == 12
+    # A landscape clip is tracked on the landscape canvas: 768x576 at 0.9375 -> 720x540, 120 px bars
+    # left and right.
+    assert store.frame_size == (540, 960) and doc["placement"]["offset_x"] == 120
     box = store["boxes"][0]
-    assert 277 <= box[1] and box[1] + box[3] <= 277 + 405 + 30  # inside the picture (plus padding)
+    assert 120 - 20 <= box[0] and box[0] + box[2] <= 120 + 720 + 20  # inside the picture (plus padding)
 
 
 # -- the real GPU delegate -------------------------------------------------------------------

@@ -257,6 +257,14 @@ def test_landscape_10fps_with_sound_keeps_its_form_and_reuses_preview(build, gar
         times = [round(float(f.time), 3) for f in box.decode(vs)]
         assert box.streams.audio
     assert times == [k / 10 for k in range(10)]  # 1 s, as the source: not played 3x fast
+    # Tracked on a landscape canvas (960 wide, 540 high: 5x the source), and pasted back onto the
+    # source where the region is.
+    from mirror.runtime.store import open_store
+
+    assert open_store(ctx).frame_size == (540, 960)
+    x, y, w, h = roi
+    inside = _decode(out)[0, y + h // 4 : y + 3 * h // 4, x + w // 4 : x + 3 * w // 4].reshape(-1, 3).astype(int)
+    assert (np.abs(inside - np.array(GARMENT_RGB)).max(axis=1) < 40).mean() > 0.5
     # A second garment on the same video: Preview does not run again.
     stamp = (ctx / "manifest.json").stat().st_mtime_ns
     Image.fromarray(_shirt()).save(tmp_path / "other.png")

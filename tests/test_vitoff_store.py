@@ -77,6 +77,11 @@ def test_wrong_version_and_foreign_folders_are_refused(store: Path, tmp_path: Pa
     mpath.write_text(json.dumps(manifest | {"version": VERSION + 1}))
     with pytest.raises(MirrorError, match="version"):
         open_store(store)
+    # A version 3 store tracked a landscape video on the portrait canvas: its boxes do not fit the
+    # canvas Runtime now replays onto, so it is refused, saying why.
+    mpath.write_text(json.dumps(manifest | {"version": 3}))
+    with pytest.raises(MirrorError, match="version 3.*orientation.*rerun `mirror preview`"):
+        open_store(store)
     mpath.write_text(json.dumps(manifest | {"format": "something-else"}))
     with pytest.raises(MirrorError, match="not a VITOFF context store"):
         open_store(store)

@@ -151,9 +151,10 @@ def test_decisions_survive_a_colour_conversion(mode: str) -> None:
 
 
 def test_roi_mode_follows_a_walker_on_a_real_street_clip() -> None:
-    """OpenCV's vtest.avi (768x576, 10 fps; walkers ~25x70 px on the canvas): a region on the
-    red-jacketed walker at source frame 25 stays on the walker and the companion beside them as
-    they cross the square and turn away, 10 s later (their positions read off the clip)."""
+    """OpenCV's vtest.avi (768x576, 10 fps; on its landscape canvas walkers are ~35x95 px): a
+    region on the red-jacketed walker at source frame 25 stays on the walker and the companion
+    beside them as they cross the square and turn away, 10 s later (their positions read off
+    the clip, in source pixels)."""
     import itertools
 
     from mirror.runtime.assets import asset_path, missing
@@ -162,13 +163,17 @@ def test_roi_mode_follows_a_walker_on_a_real_street_clip() -> None:
     if "vtest.avi" in missing():
         pytest.skip("vtest.avi is not cached: run `mirror fetch`")
     clip = open_video(asset_path("vtest.avi"))
-    frames = itertools.islice(canvas_frames(clip, placement(clip.info.height, clip.info.width)), 25, 126)
-    res = run_preview(frames, roi=(463, 460, 26, 70))
-    # The pair's box on the canvas (x0, y0, x1, y1) at source frames 55, 85, 105 and 125.
-    walkers = {30: (337, 423, 394, 492), 60: (316, 393, 360, 449), 80: (357, 377, 396, 429),
-               100: (391, 365, 436, 413)}
+    place = placement(clip.info.height, clip.info.width)
+    assert place.canvas == (540, 960)  # a landscape video is tracked on a landscape canvas
+    frames = itertools.islice(canvas_frames(clip, place), 25, 126)
+    x, y = place.to_canvas(658, 260)
+    res = run_preview(frames, roi=(x, y, 37 * place.scale, 100 * place.scale))
+    # The pair's box in source pixels (x0, y0, x1, y1) at source frames 55, 85, 105 and 125.
+    walkers = {30: (479, 207, 561, 306), 60: (449, 165, 512, 245), 80: (507, 142, 564, 217),
+               100: (556, 125, 621, 194)}
     for t, (x0, y0, x1, y1) in walkers.items():
+        (cx0, cy0), (cx1, cy1) = place.to_canvas(x0, y0), place.to_canvas(x1, y1)
         cx, cy = res.boxes[t, :2] + res.boxes[t, 2:] / 2
-        assert x0 <= cx <= x1 and y0 <= cy <= y1, (t, res.boxes[t])
+        assert cx0 <= cx <= cx1 and cy0 <= cy <= cy1, (t, res.boxes[t])
     assert not res.absent.any()
     assert res.boxes[100, 3] < res.boxes[0, 3]  # walking away, the walker gets smaller: so does the box

@@ -13,7 +13,7 @@ from media_clips import smooth_rgb, write_clip
 
 from mirror import MirrorError
 from mirror.runtime.encode import open_mp4
-from mirror.runtime.video import canvas_frames, fit_to_portrait, open_video, placement
+from mirror.runtime.video import canvas_frames, canvas_size, fit_to_canvas, fit_to_portrait, open_video, placement
 
 
 def _frames(path: Path) -> np.ndarray:
@@ -154,6 +154,24 @@ def test_fit_to_portrait_keeps_aspect_and_maps_coordinates() -> None:
     assert place.scale == 1.0 and same.shape == (2, 960, 540, 3)
 
 
+def test_the_canvas_follows_the_video_orientation() -> None:
+    """Portrait and square videos go on the paper's 960x540 portrait canvas, landscape ones on
+    540x960: the long side is 960 and the video keeps as much of its size as fits."""
+    assert canvas_size(1920, 1080) == canvas_size(500, 500) == (960, 540)
+    assert canvas_size(576, 768) == (540, 960)
+    place = placement(576, 768)  # OpenCV's vtest.avi: 0.94 of its size, not 0.70 on the portrait canvas
+    assert place.canvas == (540, 960) and place.scale == pytest.approx(540 / 576)
+    assert (place.width, place.height, place.offset_x, place.offset_y) == (720, 540, 120, 0)
+    assert place.as_dict()["canvas_width"] == 960
+    land = np.full((1, 90, 160, 3), 50, np.uint8)  # 16:9 fills the landscape canvas exactly
+    out, place = fit_to_canvas(land)
+    assert out.shape == (1, 540, 960, 3) and place.scale == 6.0 and (out == 50).all()
+    assert placement(576, 768, 960, 540).canvas == (960, 540)  # an explicit canvas is kept
+    # A source that fits its canvas at scale 1 without filling it is still centred on black.
+    out, place = fit_to_canvas(np.full((1, 960, 300, 3), 9, np.uint8))
+    assert out.shape == (1, 960, 540, 3) and place.offset_x == 120 and (out[0, :, :120] == 0).all()
+
+
 def test_canvas_frames_stream_the_clip(tmp_path: Path) -> None:
     frames = smooth_rgb(3, 96, 54, seed=4)  # 9:16, scaled up 10x onto the canvas
     clip = open_video(write_clip(tmp_path / "s.mp4", frames))
@@ -163,3 +181,9 @@ def test_canvas_frames_stream_the_clip(tmp_path: Path) -> None:
     expect, _ = fit_to_portrait(_frames(clip.path))
     # FFmpeg's area scaler and numpy's antialiased linear filter agree closely on smooth frames.
     assert np.abs(np.stack(canvases).astype(int) - expect).mean() < 3
+    land = open_video(write_clip(tmp_path / "l.mp4", smooth_rgb(2, 54, 96, seed=5)))
+    place = placement(land.info.height, land.info.width)
+    canvases = np.stack(list(canvas_frames(land, place)))
+    assert canvases.shape == (2, 540, 960, 3)
+    expect, _ = fit_to_canvas(_frames(land.path))
+    assert np.abs(canvases.astype(int) - expect).mean() < 3
