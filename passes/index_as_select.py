@@ -5,8 +5,10 @@ export as ``aten.index.Tensor``, which litert-torch lowers to GATHER_ND, an op L
 GPU delegate refuses. Indexing a single dimension with a 1-D index is ``index_select``
 along it. A constant index of a few entries is written as slices of its consecutive runs
 and a concat (SLICE, CONCATENATION); any other 1-D index becomes ``index_select``, which
-the LiteRT pipeline's ``litert::gather_v1`` turns into GATHER v1. Values are copied, so
-the rewrite is exact.
+the LiteRT pipeline's ``litert::gather_v1`` turns into GATHER v1. ``index`` counts
+negative entries from the end and ``index_select`` refuses them, so a constant index is
+stored wrapped into range and a runtime one is wrapped by a ``remainder``. Values are
+copied, so the rewrite is exact.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch.export import ExportedProgram
 from torch.fx import Node
 
 from mirror.passes.base import PassResult, register
-from mirror.passes.constant_folding import lifted_value
+from mirror.passes.constant_folding import add_constant, lifted_value
 from mirror.passes.graph_utils import pick_nodes, prune_unused_state
 from mirror.passes.rank_legalization import Builder
 
@@ -56,6 +58,12 @@ def _rewrite(program: ExportedProgram, node: Node, dim: int, idx: Node) -> Node:
         runs = _runs([int(i) % size for i in value.tolist()])
         parts = [b.call(aten.slice.Tensor, x, dim, s, e, 1) for s, e in runs]
         return parts[0] if len(parts) == 1 else b.call(aten.cat.default, parts, dim)
+    # index counts negative entries from the end; index_select refuses them.
+    if value is not None:
+        if bool((value < 0).any()):
+            idx = add_constant(program, f"{idx.name}_wrapped", torch.remainder(value, size))
+    else:
+        idx = b.call(aten.remainder.Scalar, idx, size)
     return b.call(aten.index_select.default, x, dim, idx)
 
 

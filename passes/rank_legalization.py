@@ -11,7 +11,8 @@ Core ML stops above rank 5. None of these ops needs all the dimensions separatel
   each of which is;
 - an elementwise op only needs the dimensions where its operands broadcast differently
   kept apart; a constant operand that still blocks merging is materialized at full size;
-- slice, select, cat and stack along one dimension need only (before, that one, after);
+- slice, narrow, select, cat, stack and (log-)softmax along one dimension need only
+  (before, that one, after);
 - a reduction only needs runs of reduced and of kept dimensions;
 - consecutive reshapes compose, so the rank >= 5 reshapes between them disappear.
 
@@ -40,6 +41,7 @@ MAX_RANK = 4
 _VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.unsqueeze.default,
           aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.flatten.using_ints}  # fmt: skip
 _CLONE = aten.clone.default
+_ALIASES = {_CLONE, aten.alias.default}  # no-op copies: their users read the input instead
 
 
 def _shape(node: Any) -> list[int]:
@@ -164,11 +166,14 @@ def _along(b: Builder, node: Node) -> Node | None:
         return b.reshape(b.call(aten.slice.Tensor, flat, 1, index, index + 1, 1), out)
     if t is aten.slice.Tensor:
         return b.reshape(b.call(aten.slice.Tensor, flat, 1, *node.args[2:]), out)
+    if t is aten.narrow.default:
+        start = node.args[2] % _shape(x)[dim]
+        return b.reshape(b.call(aten.slice.Tensor, flat, 1, start, start + node.args[3], 1), out)
     return b.reshape(b.call(t, flat, 1, *node.args[2:]), out)
 
 
-_ALONG = {aten.cat.default, aten.stack.default, aten.select.int, aten.slice.Tensor,
-          aten._softmax.default, aten._log_softmax.default}  # fmt: skip
+_ALONG = {aten.cat.default, aten.stack.default, aten.select.int, aten.slice.Tensor, aten.narrow.default,
+          aten._softmax.default, aten._log_softmax.default, aten.softmax.int, aten.log_softmax.int}  # fmt: skip
 
 
 _REDUCE = {aten.sum.dim_IntList, aten.mean.dim, aten.amax.default, aten.amin.default}
@@ -198,7 +203,7 @@ def _rewrite(b: Builder, node: Node) -> Node | None:
     t = node.target
     if t in _VIEWS:
         return node  # composed with its neighbours afterwards
-    if t is _CLONE:
+    if t in _ALIASES:
         return node.args[0]
     if t is aten.permute.default:
         return _permute(b, node.args[0], [d % len(node.args[1]) for d in node.args[1]])
@@ -236,7 +241,7 @@ def _compose_views(program: ExportedProgram) -> int:
         if node.op != "call_function" or node.target not in _VIEWS:
             continue
         src, chain_high = node.args[0], False
-        while isinstance(src, Node) and src.op == "call_function" and (src.target in _VIEWS or src.target is _CLONE):
+        while isinstance(src, Node) and src.op == "call_function" and (src.target in _VIEWS or src.target in _ALIASES):
             chain_high = chain_high or len(_shape(src)) > MAX_RANK
             src = src.args[0]
         if chain_high:
@@ -257,13 +262,16 @@ def legalize_rank(program: ExportedProgram) -> PassResult:
     details: dict[str, Any] = {"rewritten": 0, "left": []}
     if not todo:
         return PassResult(program, changed=False, details=details)
-    program = copy.deepcopy(program)
+    original, program = program, copy.deepcopy(program)
     for node in _high_nodes(program):
         new = _rewrite(Builder(program, node), node)
         if new is not None and new is not node:
             node.replace_all_uses_with(new)
             details["rewritten"] += 1
-    _compose_views(program)
+    composed = _compose_views(program)
+    if not details["rewritten"] and not composed:  # only ops it cannot rewrite: the input as it was
+        details["left"] = sorted({str(n.target) for n in todo})
+        return PassResult(original, changed=False, details=details)
     prune_unused_state(program)
     details["left"] = sorted({str(n.target) for n in _high_nodes(program)})
     return PassResult(program, changed=True, details=details)

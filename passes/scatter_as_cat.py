@@ -37,13 +37,15 @@ def _bounds(node: Node) -> tuple[int, int, int] | None:
     if step != 1 or not all(isinstance(v, int) for v in (start, end, size)):
         return None
     start, end = (max(0, min(size, v + size if v < 0 else v)) for v in (start, end))
-    return dim, start, end
+    return dim, start, max(start, end)  # an end before the start writes nothing
 
 
 def _as_cat(program: ExportedProgram, node: Node, dim: int, start: int, end: int) -> Node:
     b = Builder(program, node)
     base, src = node.args[0], node.args[1]
     size = base.meta["val"].shape[dim]
+    if start == end:  # an empty slice: nothing is written
+        return base
     if node.target is aten.select_scatter.default:
         shape = list(src.meta["val"].shape)
         src = b.reshape(src, shape[:dim] + [1] + shape[dim:])
