@@ -250,6 +250,16 @@ def test_bad_input_on_the_command_line(case, tmp_path, monkeypatch, capsys):
     new = {p for p in _files(tmp_path) - before if p.suffix in VALID_LOOKING}
     assert not new, f"{name} left {sorted(map(str, new))}"
     assert not (tmp_path / "PWNED").exists()  # the pickle's command never ran
+    _log_case(name, code, last.replace(str(tmp_path), "{tmp}"))
+
+
+def _log_case(name: str, code: int, line: str) -> None:
+    """With MIRROR_BAD_INPUT_LOG=file, append what the case got (to list every case's answer)."""
+    import os
+
+    if log := os.environ.get("MIRROR_BAD_INPUT_LOG"):
+        with open(log, "a") as fh:
+            fh.write(json.dumps({"case": name, "exit": code, "error": line}) + "\n")
 
 
 @pytest.mark.parametrize(
