@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mirror.compiler import profile as prof
     from mirror.compiler.cmd_compile import quiet_converters
-    from mirror.compiler.progress import Progress
+    from mirror.compiler.progress import Progress, stop_after_writing
     from mirror.profiling import html, phone, table
 
     quiet_converters()
@@ -63,14 +63,15 @@ def run(args: argparse.Namespace) -> int:
         profiles.append(p)
         all_layers.append(lay)
     stem = f"{args.artifact.name}." if args.artifact else ""
-    table.write(out / f"{stem}profile.json", out / f"{stem}profile.csv", profiles, {"sort": args.sort})
+    with stop_after_writing():
+        table.write(out / f"{stem}profile.json", out / f"{stem}profile.csv", profiles, {"sort": args.sort})
+        page = html.write_report(out, out / f"{stem}report.html", args.sort) if not args.artifact else None
     for p in profiles:
         print(table.format_table(p, args.sort, args.top) + "\n")
     if args.calibrate:
         spec = prof.calibrate(args.calibrate, args.calibrate_precision, profiles, all_layers)
         factor = spec["calibration"][args.calibrate_precision]
         print(f"calibrated {args.calibrate}: {args.calibrate_precision} factor {factor}")
-    page = html.write_report(out, out / f"{stem}report.html", args.sort) if not args.artifact else None
     _summary(profiles, out, stem, page)
     return 0
 

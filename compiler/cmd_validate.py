@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mirror.compiler.cmd_compile import quiet_converters
     from mirror.compiler.localize import ReferenceCache
-    from mirror.compiler.progress import Progress
+    from mirror.compiler.progress import Progress, stop_after_writing
     from mirror.compiler.validate import VALIDATE_SEED_OFFSET, build_subjects, file_subject, validate
     from mirror.validation.report import write_json
 
@@ -69,11 +69,12 @@ def run(args: argparse.Namespace) -> int:
     report = validate(subjects, seed=seed, inputs=args.inputs, gpu_parity=args.gpu_parity, progress=progress,
                       localizer=localizer)  # fmt: skip
     data = report.to_json()
-    write_json(out, data)
-    if args.artifact is None and out.parent == args.build:
-        from mirror.profiling.html import write_report
+    with stop_after_writing():  # validate.json and the page that shows it, or neither
+        write_json(out, data)
+        if args.artifact is None and out.parent == args.build:
+            from mirror.profiling.html import write_report
 
-        write_report(args.build)
+            write_report(args.build)
     print(_table(data))
     if args.localize:
         print(_localize_table(data))

@@ -19,12 +19,28 @@ class Stopped(KeyboardInterrupt):
 
 
 _stop_requests: list[str] = []
+_deferring: list[bool] = []
 
 
 def request_stop(signame: str) -> None:
-    """Signal handler body: remember the request and stop now."""
+    """Signal handler body: remember the request and stop now (or, inside
+    ``stop_after_writing``, when that block ends)."""
     _stop_requests.append(signame)
-    raise Stopped(signame)
+    if not _deferring:
+        raise Stopped(signame)
+
+
+@contextmanager
+def stop_after_writing() -> Iterator[None]:
+    """Write a set of outputs that belong together (profile.json, profile.csv and
+    report.html): a stop requested meanwhile takes effect once they are all written, so
+    no new file sits beside an old one it contradicts. The writes are short."""
+    _deferring.append(True)
+    try:
+        yield
+    finally:
+        _deferring.pop()
+    check_stop()
 
 
 def check_stop() -> None:

@@ -179,3 +179,19 @@ def test_profile_interrupted_keeps_the_previous_profile(builds, sig):
                               "onnxruntime profiler ...", builds["tmp"], builds["models"])  # fmt: skip
     assert {n: (build / n).read_bytes() for n in previous} == previous
     assert waited < 10, f"profile took {waited:.1f}s to stop"
+
+
+def test_a_stop_during_a_set_of_writes_takes_effect_after_the_last(tmp_path):
+    """profile.json, profile.csv and report.html (validate.json and report.html) are written
+    together: a signal between two of them must not leave a new file beside an old one."""
+    from mirror.compiler.progress import Stopped, clear_stop, request_stop, stop_after_writing
+
+    clear_stop()
+    written = []
+    with pytest.raises(Stopped), stop_after_writing():
+        written.append("profile.json")
+        request_stop("SIGTERM")  # what the signal handler runs
+        written.append("profile.csv")
+        written.append("report.html")
+    clear_stop()
+    assert written == ["profile.json", "profile.csv", "report.html"]
