@@ -31,10 +31,16 @@ which are the paper's 20 px and 10 px at 400 px, with minimums of 5 px and 2 px:
 40x60 walker then gets points 5 px apart (the paper's 20 px left it 2-7 points, and KE
 fired on one pixel of noise) and is judged against a 2 px misregistration, the same
 fraction of its size as the paper's 10 px of a 400 px body. WE is measured over the
-core box (with a parser, the padded box's 20-30 px margins are mostly background around
-a small subject, and would pull the NCC under its threshold on most frames: 51% of
-vtest.avi's frames needed the DNN that way, 21% over the core). The WE lattice stride
-shrinks the same way (4 px at 400 px, 1 px at 100 px or less), keeping enough samples.
+body: with a parser, the core box's lattice points whose keyframe position lies on the
+keyframe's labels 1-4 (the pixels the garment is drawn on); without one, the whole core
+box. Background does not move with the body's warp, and around a small subject it is
+most of the samples: the padded box's 20-30 px margins (51% of vtest.avi's frames needed
+the DNN when WE was measured over the padded box, 21% over the core box on the portrait
+canvas) and, inside the core box, the road between a walker's arms and torso (vtest.avi,
+150 frames on its landscape canvas: WE fired on 14 frames over the core box, 11 over
+the body; carphone.mp4, 120 frames: 6 and 0). The calibration uses the same samples.
+The WE lattice stride shrinks with the subject (4 px at 400 px, 1 px at 100 px or
+less), keeping enough samples.
 
 Each frame records box, keypoints, letterbox paddings, the TPS (what regenerates the
 grid), NCC and its threshold, KE, the decision, whether it is absent, and (with a
@@ -326,15 +332,19 @@ class Preview:
             return "absent: nothing to track in the region"
         key_src = Source(gray)  # prepared once, sampled by WE on every frame until the next keyframe
         stride = cfg.stride(size)
-        # WE looks at the core (the body), not the padding: around a small subject the
-        # paper's fixed 20-30 px paddings are mostly background, which does not move with
-        # the body's warp and would pull the NCC down on every frame.
-        thr = calibrate_ncc_threshold(gray, core, stride, cfg.shift(size), key_src)
+        # WE looks at the body, not the background: around a small subject the paper's
+        # fixed 20-30 px paddings, and much of the core box itself (the road between a
+        # walker's arms and torso), are background, which does not move with the body's
+        # warp and pulls the NCC down on every frame. With a parser, WE samples the core
+        # box where the keyframe's labels 1-4 are (the pixels the garment is drawn on).
+        key_mask = None if labels is None else np.isin(labels, BODY_LABELS)
+        thr = calibrate_ncc_threshold(gray, core, stride, cfg.shift(size), key_src, key_mask)
         timings["detect"] += (time.perf_counter() - t0) * 1e3
         self._core = core
         self._keyframes += 1
         self._state = {"key": self._t, "key_src": key_src, "key_box": box.copy(), "box": box,
                        "key_core": core.copy(), "core": core.copy(), "stride": stride,
+                       "key_mask": key_mask,
                        "pts": pts.astype(np.float64), "key_pts": pts.astype(np.float64),
                        "thr": thr, "crop": self._crop(labels, box)}
         return ""
@@ -437,7 +447,7 @@ class Preview:
         t0 = time.perf_counter()
         xs, ys = box_lattice(st["core"], gray.shape, st["stride"])
         mx, my = spline.grid_at(xs, ys)
-        ncc_val = warp_ncc(gray, st["key_src"], xs, ys, mx, my)
+        ncc_val = warp_ncc(gray, st["key_src"], xs, ys, mx, my, st["key_mask"])
         timings["ncc"] = (time.perf_counter() - t0) * 1e3
         if ncc_val < st["thr"]:
             reason = f"WE: NCC {ncc_val:.3f} < {st['thr']:.3f}"

@@ -3,7 +3,8 @@
 DIVTON runs on the first frame and whenever one of these fires:
 
 - WE (warping error): the normalized cross-correlation (NCC) between the current
-  frame's box crop and the keyframe crop remapped through the TPS grid. It fires when
+  frame's box crop and the keyframe crop remapped through the TPS grid (optionally only
+  where the keyframe position is on the body: `key_mask`). It fires when
   the NCC drops below the NCC the keyframe crop has with itself shifted by 10 px (the
   mean over a horizontal and a vertical shift), calibrated at every keyframe.
 - KE (keypoint error): current points are normalized to [-1, 1] inside the moved box
@@ -67,35 +68,41 @@ def box_lattice(box: np.ndarray, frame_shape: tuple[int, int], stride: int) -> t
 
 
 def warp_ncc(cur_gray: np.ndarray, key: np.ndarray | Source, xs: np.ndarray, ys: np.ndarray,
-             map_x: np.ndarray, map_y: np.ndarray) -> float:
+             map_x: np.ndarray, map_y: np.ndarray, key_mask: np.ndarray | None = None) -> float:
     """NCC between the current crop at (xs, ys) and the keyframe sampled at (map_x, map_y).
 
     `key` is the keyframe's gray image or a Source prepared from it (reused per keyframe).
-    Lattice points whose keyframe position falls outside the keyframe are left out.
+    Lattice points whose keyframe position falls outside the keyframe are left out, and,
+    with `key_mask` (bool, the keyframe's size), those whose keyframe position is not in it.
     """
     if xs.size == 0 or ys.size == 0:
         return 0.0
     cur = cur_gray[ys[:, None], xs[None, :]]
     src = key if isinstance(key, Source) else Source(key)
     valid = (map_x >= 0) & (map_x <= src.w - 1) & (map_y >= 0) & (map_y <= src.h - 1)
+    if key_mask is not None:
+        iy = np.clip(np.rint(map_y), 0, src.h - 1).astype(np.intp)
+        ix = np.clip(np.rint(map_x), 0, src.w - 1).astype(np.intp)
+        valid &= key_mask[iy, ix]
     warped = remap(src, map_x, map_y, "bilinear")
     return ncc(cur, warped, valid)
 
 
 def calibrate_ncc_threshold(key_gray: np.ndarray, box: np.ndarray, stride: int = 4,
                             shift: float = CALIBRATION_SHIFT_PX,
-                            key: Source | None = None) -> float:
+                            key: Source | None = None, key_mask: np.ndarray | None = None) -> float:
     """The NCC the keyframe crop has with itself when every keypoint moves by `shift` px.
 
     A uniform shift of all keypoints makes the TPS a pure translation, so this is the NCC
-    between the crop and the keyframe sampled `shift` px away (mean of x and y shifts).
+    between the crop and the keyframe sampled `shift` px away (mean of x and y shifts),
+    over the same samples WE will use (`key_mask`: see warp_ncc).
     """
     xs, ys = box_lattice(box, key_gray.shape, stride)
     if xs.size == 0 or ys.size == 0:
         return 1.0
     src = key if key is not None else Source(key_gray)
     gx, gy = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
-    vals = [warp_ncc(key_gray, src, xs, ys, gx + dx, gy + dy)
+    vals = [warp_ncc(key_gray, src, xs, ys, gx + dx, gy + dy, key_mask)
             for dx, dy in ((shift, 0.0), (0.0, shift))]
     return float(np.mean(vals))
 

@@ -123,3 +123,22 @@ def test_parser_mode_uses_labels_for_box_and_mask() -> None:
     assert res.mask_source == "parser"
     assert set(np.unique(res.parsing[0])) <= {0, 1, 2}
     assert (res.parsing[0] == 2).sum() > (res.parsing[0] == 1).sum() > 0
+
+
+def test_we_over_the_body_ignores_the_background_the_body_moves_over() -> None:
+    """A textured body moving 4 px right over a textured, still background: the right warp
+    (the body's motion) matches the body, not the road around it; WE over the keyframe's
+    body mask sees a good warp where WE over the whole box sees a bad one."""
+    from mirror.runtime.triggers import box_lattice, warp_ncc
+
+    rng = np.random.default_rng(3)
+    key = rng.uniform(0, 255, (120, 100)).astype(np.float32)
+    cur = key.copy()
+    body = np.zeros_like(key, bool)
+    body[30:90, 30:60] = True
+    cur[30:90, 34:64] = key[30:90, 30:60]  # the body, 4 px to the right; the background stays
+    xs, ys = box_lattice(np.array([25.0, 25.0, 45.0, 70.0]), key.shape, 1)
+    gx, gy = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
+    whole = warp_ncc(cur, key, xs, ys, gx - 4, gy)
+    on_body = warp_ncc(cur, key, xs, ys, gx - 4, gy, body)
+    assert on_body > 0.99 and whole < 0.8
