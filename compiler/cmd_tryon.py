@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     if preview_clock is not None:
         ms["preview"] = preview_clock.ms.get("preview", 0.0)
         ms["decode"] += preview_clock.ms.get("decode", 0.0)
-    stats = tryon_stats(store.frames, int(store["dnn"].sum()), ms, dnn.latencies_ms, keyframe_ms)
+    stats = tryon_stats(store.frames, int(store["dnn"].sum()), ms, dnn.latencies_ms, keyframe_ms,
+                        int(store["absent"].sum()))
     stats |= {"video": str(video), "garment": str(garment_path), "out": str(out), "context": str(store.path),
               "target": args.target, "precision": args.precision, "accelerator": "gpu" if args.gpu else "cpu",
               "preview_ran": preview_clock is not None, "wall_s": round(time.perf_counter() - t0, 3)}

@@ -66,6 +66,12 @@ def test_absent_before_the_first_body_and_while_the_person_is_away(tmp_path: Pat
     assert doc["absent_frames"] == 6 and doc["absent_fraction"] == pytest.approx(0.3)
     assert doc["decision_counts"]["absent"] == 6
     assert doc["box_on_body_fraction"] == pytest.approx(1.0)
+    # tryon's stats.json and summary line count the absent frames apart.
+    from mirror.runtime.stats import summary_line, tryon_stats
+
+    stats = tryon_stats(20, int(res.dnn.sum()), {"dnn": 5.0, "vitoff": 5.0}, [1.0], [0.5], int(res.absent.sum()))
+    assert stats["absent_frames"] == 6 and stats["absent_fraction"] == pytest.approx(0.3)
+    assert "no subject on 6 (30.0%" in summary_line(stats, "o.mp4")
 
 
 def test_a_region_that_leaves_the_frame_is_absent(tmp_path: Path) -> None:
