@@ -106,6 +106,13 @@ class VitoffConfig:
     # A TPS needs 3 points, but a 3- or 4-point spline interpolates its points exactly with
     # nothing to average out their noise: 5 is the fewest a keyframe or a tracked frame keeps.
     min_points: int = 5
+    # The spline from current to keyframe points is a smoothing TPS (tps.fit_tps): an exact
+    # one passes through every point's LK noise, and two close points with opposite errors
+    # bend it into a fold or shear of the box that the body never made (vtest.avi walkers:
+    # 2 of 150 frames re-ran DIVTON for it; and on a colour-converted copy of the clip the
+    # noise differs, so the decisions did). 0.05 leaves 0.07-0.09 px mean residual at the
+    # points on the synthetic body and 0.22 px on vtest's walkers: LK's own noise level.
+    tps_smoothing: float = 0.05
     max_anisotropy: float = MAX_ANISOTROPY  # fold trigger: the warp's largest shear
     outlier_frac: float = 0.2  # points further than this x size from the box fit are dropped
     min_inside: float = 0.5  # a box with less of its area in the frame is absent
@@ -437,7 +444,7 @@ class Preview:
         cfg, st = self.cfg, self._state
         t0 = time.perf_counter()
         try:
-            spline = fit_tps(st["pts"], st["key_pts"])
+            spline = fit_tps(st["pts"], st["key_pts"], smoothing=cfg.tps_smoothing)
         except TPSDegenerate as exc:
             return float("nan"), ke, None, f"few-points: degenerate TPS: {exc}"
         reason = warp_support(spline, st["box"], cfg.max_anisotropy)

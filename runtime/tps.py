@@ -8,6 +8,8 @@ f(p) = a0 + a1 x + a2 y + sum_i w_i U(|p - c_i|), U(r) = 0.5 r^2 log(r^2), solve
 (N+3)x(N+3) system [[K, P], [P^T, 0]] [w; a] = [dst; 0]. The fit is done on centred,
 RMS-scaled source points: a TPS is invariant to that change of coordinates (the scale's
 log term is absorbed by the affine part), and the system is far better conditioned.
+A smoothing spline (``fit_tps(..., smoothing=lambda)``) solves [[K + lambda I, P], [P^T, 0]]
+instead: it no longer passes through each point, and averages out their noise.
 
 Degenerate configurations (fewer than 3 points, coincident or collinear points, an
 ill-conditioned system) raise TPSDegenerate so the caller asks for the DNN instead.
@@ -179,8 +181,14 @@ def _upsample(v: np.ndarray, lx: np.ndarray, ly: np.ndarray, w: int, h: int) -> 
 
 
 def fit_tps(src: np.ndarray, dst: np.ndarray, *, collinear_tol: float = 1e-3,
-            max_cond: float = 1e12) -> TPS:
+            max_cond: float = 1e12, smoothing: float = 0.0) -> TPS:
     """Fit the TPS with f(src_i) = dst_i. src, dst: [N,2] (x, y).
+
+    `smoothing` (lambda, >= 0) makes it a smoothing spline: it minimizes the squared
+    misfit at the points plus lambda times the bending energy, in the normalized
+    coordinates (points centred, RMS radius 1), so lambda does not depend on the subject's
+    size in pixels. 0 interpolates exactly (the paper's spline); a small lambda averages
+    out the points' tracking noise instead of bending the warp through it.
 
     Raises TPSDegenerate for fewer than 3 points, non-finite input, coincident points,
     collinear points (smallest/largest singular value of the centred points below
@@ -208,7 +216,7 @@ def fit_tps(src: np.ndarray, dst: np.ndarray, *, collinear_tol: float = 1e-3,
     if (r2 + np.eye(n) * 1.0).min() < 1e-12:
         raise TPSDegenerate("two control points coincide")
     lmat = np.zeros((n + 3, n + 3))
-    lmat[:n, :n] = tps_kernel(r2)
+    lmat[:n, :n] = tps_kernel(r2) + smoothing * np.eye(n)
     lmat[:n, n] = 1.0
     lmat[:n, n + 1 :] = q
     lmat[n, :n] = 1.0

@@ -119,3 +119,24 @@ def test_dense_warp_error_against_ground_truth() -> None:
         # a hundredth-scale of the exact grid for such tracked warps (measured ~0.01 px).
         cx, cy = spline.grid(x0, y0, w, h, step=4)
         assert max(np.abs(cx - mx).max(), np.abs(cy - my).max()) < 0.05
+
+
+def test_smoothing_spline_averages_noise_instead_of_bending_through_it() -> None:
+    """Points of a translation with LK-like noise, two of them 3 px apart with opposite 1 px
+    errors: the exact spline squeezes the body between them to a third (a shear the body
+    never made), the smoothing spline stays near the translation; it still fits the points
+    to well under a pixel, and reproduces an affine map exactly."""
+    rng = np.random.default_rng(5)
+    src = np.concatenate([rng.uniform(0, 30, (12, 2)) * [1, 1.5], [[15.0, 20.0], [18.0, 20.0]]])
+    dst = src + [4.0, -2.0] + rng.normal(0, 0.2, src.shape)
+    dst[-2:, 0] += [1.0, -1.0]
+    exact, smooth = fit_tps(src, dst), fit_tps(src, dst, smoothing=0.05)
+    assert np.allclose(exact(src), dst, atol=1e-6)
+    mid = np.array([[16.5, 20.0]])
+    sv_exact = np.linalg.svd(exact.jacobian(mid)[0], compute_uv=False)
+    sv_smooth = np.linalg.svd(smooth.jacobian(mid)[0], compute_uv=False)
+    assert sv_exact[0] / sv_exact[1] > 2.5 and sv_smooth[0] / sv_smooth[1] < 1.8
+    assert np.abs(smooth(src) - dst).max() < 0.6
+    a = np.array([[1.1, 0.2], [-0.1, 0.9]])
+    affine = src @ a.T + [3.0, 1.0]
+    assert np.allclose(fit_tps(src, affine, smoothing=0.05)(src), affine, atol=1e-6)
