@@ -34,8 +34,11 @@ def litert_gather_op() -> Any:
 
     Raises ``MirrorError`` naming the litert-torch version we were built against if the
     experimental op is missing."""
+    from mirror.runners.litert import quiet_converter_import
+
     try:
-        import litert_torch.backend.experimental.torch_tfl._ops  # noqa: F401
+        with quiet_converter_import():
+            import litert_torch.backend.experimental.torch_tfl._ops  # noqa: F401
 
         return torch.ops.tfl.gather.default
     except (ImportError, AttributeError) as e:

@@ -21,8 +21,8 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,15 +100,18 @@ def decode(t: TensorInfo, y: np.ndarray) -> np.ndarray:
 
 
 _NATIVE_INFO = ("INFO: Created TensorFlow Lite XNNPACK delegate",)
+# What importing litert_torch prints: absl's pre-init notice, TensorFlow's oneDNN INFO line
+# and torchao's attempts at CUDA-only kernels ("Failed to load .../torchao/_C_....so").
+_IMPORT_CHATTER = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\)|I\d{4} .*oneDNN custom operations are on"
+    r"|Failed to load .*torchao"
+)
 
 
 @contextmanager
-def quiet_native_info() -> Iterator[None]:
-    """Drop LiteRT's native INFO line ("Created TensorFlow Lite XNNPACK delegate for CPU.")
-    from the terminal; anything else its C++ code prints on fd 2 in the block is passed on.
-
-    The line comes from C++ logging that no Python setting or environment variable turns
-    off, so fd 2 goes to a temporary file for the block and is filtered afterwards."""
+def native_stderr_filtered(drop: Callable[[str], bool]) -> Iterator[None]:
+    """Run the block with fd 2 going to a temporary file, then pass on every line but those
+    ``drop`` matches: native C++ logging obeys no Python setting or environment variable."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as tmp:
@@ -116,12 +119,23 @@ def quiet_native_info() -> Iterator[None]:
         try:
             yield
         finally:
+            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             tmp.seek(0)
             for line in tmp.read().decode(errors="replace").splitlines(keepends=True):
-                if not line.startswith(_NATIVE_INFO):
+                if not drop(line):
                     sys.stderr.write(line)
+
+
+def quiet_native_info() -> AbstractContextManager[None]:
+    """Drop LiteRT's native INFO line ("Created TensorFlow Lite XNNPACK delegate for CPU.")."""
+    return native_stderr_filtered(lambda line: line.startswith(_NATIVE_INFO))
+
+
+def quiet_converter_import() -> AbstractContextManager[None]:
+    """Drop what importing litert_torch prints (``_IMPORT_CHATTER``); errors pass."""
+    return native_stderr_filtered(lambda line: bool(_IMPORT_CHATTER.match(line)))
 
 
 class LiteRTCpuRunner(_LiteRTModel):

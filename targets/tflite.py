@@ -49,7 +49,10 @@ _NO_QUANT = "fp32"
 
 def quiet_litert_torch() -> Any:
     """litert_torch, with its progress display off (the CLI's output stays ours)."""
-    import litert_torch
+    from mirror.runners.litert import quiet_converter_import
+
+    with quiet_converter_import():
+        import litert_torch
 
     try:
         litert_torch.config.show_progress = False
