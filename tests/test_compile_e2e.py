@@ -159,3 +159,20 @@ def test_second_compile_is_byte_identical(compiled, tmp_path, monkeypatch):
     for a in artifacts:
         if a["target"] == "tflite":
             assert set(a["parity"]["litert-gpu"]) == {"skipped"}, a["parity"]["litert-gpu"]
+
+
+def test_a_compile_prints_only_its_own_progress(tmp_path):
+    """The converters' chatter (absl's pre-init notice, oneDNN's INFO line, torchao's
+    'Failed to load' lines, XNNPACK's INFO line, pytree warnings) stays off the terminal."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    args = ["compile", "--model", "user_models:flow_warp", "--targets", "tflite,onnx", "--precisions", "fp32",
+            "--gpu-parity", "none", "--out", str(tmp_path / "b")]  # fmt: skip
+    mirror = Path(sys.executable).with_name("mirror")
+    r = subprocess.run([str(mirror), *args], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    foreign = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("[")]
+    assert not foreign, foreign
