@@ -133,7 +133,11 @@ def test_warps_the_points_cannot_support_are_refused() -> None:
 def _yuv_round_trip(motion: Motion, n: int) -> np.ndarray:
     """The clip through BT.601 limited-range RGB -> 8-bit YUV -> RGB: a second colour path,
     1-3 LSB away from the first (what reading a .y4m instead of an .npy does)."""
-    frames = cached_clip(motion, n)[1]
+    return _yuv(cached_clip(motion, n)[1])
+
+
+def _yuv(frames: np.ndarray) -> np.ndarray:
+    """[T,H,W,3] RGB frames through BT.601 8-bit YUV and back."""
     m = np.array([[0.257, 0.504, 0.098], [-0.148, -0.291, 0.439], [0.439, -0.368, -0.071]], np.float32)
     off = np.array([16, 128, 128], np.float32)
     inv = np.linalg.inv(m).astype(np.float32)
@@ -154,6 +158,29 @@ def test_decisions_survive_a_colour_conversion(mode: str) -> None:
     b = run_preview(other, parser=_parser(clip) if mode == "parser" else None, **kw)
     assert (a.dnn != b.dnn).mean() <= 0.01, (np.nonzero(a.dnn)[0], np.nonzero(b.dnn)[0])
     assert 1.0 - a.dnn_fraction >= 0.936
+
+
+@pytest.mark.parametrize("name,count", [("vtest.avi", 45), ("carphone.mp4", 60)])
+def test_real_clip_decisions_survive_a_colour_conversion(name: str, count: int) -> None:
+    """The body model and tracker on real frames (a walker on vtest.avi's landscape canvas, with
+    two re-anchoring keyframes; carphone's turning head and shoulders) give the same keyframes
+    and absent frames from the decoded clip and from its BT.601 8-bit YUV round trip."""
+    import itertools
+
+    from mirror.runtime.assets import asset_path, missing
+    from mirror.runtime.body import BodyModel
+    from mirror.runtime.video import canvas_frames, open_video, placement
+
+    if name in missing():
+        pytest.skip(f"{name} is not cached: run `mirror fetch`")
+    clip = open_video(asset_path(name))
+    frames = np.stack(list(itertools.islice(canvas_frames(clip, placement(clip.info.height, clip.info.width)),
+                                            count)))
+    other = _yuv(frames)
+    assert 0 < np.abs(other.astype(int) - frames).max() <= 3
+    a, b = run_preview(frames, parser=BodyModel()), run_preview(other, parser=BodyModel())
+    assert (a.dnn != b.dnn).mean() <= 0.01, (np.nonzero(a.dnn)[0], np.nonzero(b.dnn)[0])
+    assert np.array_equal(a.absent, b.absent) and a.dnn.sum() >= 2
 
 
 def test_roi_mode_follows_a_walker_on_a_real_street_clip() -> None:
