@@ -3,10 +3,11 @@
 Reads a video (.mp4 .mov .avi .mkv .webm .y4m, or .npy frames) one frame at a time,
 fits each onto the processing canvas (960x540 in the video's own orientation), tracks
 the body with VITOFF and writes the context store (manifest.json, context.npz,
-parsing.npz, preview.json) atomically, with the video's fingerprint. The body is found on every frame by the offline body
-model (MediaPipe's pose models, runtime/body.py; `mirror fetch` puts them in the
-cache), or given by --roi, in the input video's pixels (after its rotation), which
-tracks that region instead. Progress goes to stderr, a one-line summary to stdout.
+parsing.npz, preview.json) atomically, with the video's fingerprint. The body is found
+on every frame by the offline body model (MediaPipe's pose models, runtime/body.py;
+`mirror fetch` puts them in the cache), or by SCHP's parser compiled from --parser-checkpoint (compiler/parser_build.py,
+runtime/schp.py), or given by --roi, in the input video's pixels (after its rotation),
+which tracks that region instead. Progress goes to stderr, a one-line summary to stdout.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mirror import MirrorError
@@ -32,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torso-and-arms region in the input video's pixels (default: the body model finds the person)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    from .parser_build import add_parser_arguments
+
+    add_parser_arguments(parser)
 
 
 def parse_roi(text: str) -> tuple[int, int, int, int]:
@@ -74,14 +79,24 @@ def check_roi(text: str, width: int, height: int) -> tuple[int, int, int, int]:
     return x, y, w, h
 
 
+def say(args: argparse.Namespace, command: str) -> Callable[[str], None]:
+    """Progress lines of a command on stderr (nothing with --quiet)."""
+    if args.quiet:
+        return lambda text: None
+    return lambda text: print(f"{command}: {text}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from mirror.runtime.perf import tune_allocator
     from mirror.runtime.pipeline import run_preview_video
     from mirror.runtime.video import open_video
 
+    from .parser_build import check_parser_args, parser_from_args
+
     if args.roi is not None:
         parse_roi(args.roi)
-    else:
+    with_parser = check_parser_args(args)  # a wrong combination stops before any decoding or compiling
+    if args.roi is None and not with_parser:
         from mirror.runtime.assets import asset_path
 
         asset_path("pose_landmark_full.tflite")  # a missing model stops here, naming `mirror fetch`
@@ -89,7 +104,12 @@ def run(args: argparse.Namespace) -> int:
     tune_allocator()  # a short-lived command: keep freed memory for reuse (see runtime/perf.py)
     clip = open_video(args.video)  # validates the file before any decoding
     roi = check_roi(args.roi, clip.info.width, clip.info.height) if args.roi is not None else None
-    res, _ = run_preview_video(clip, Path(args.out), roi, Progress(args.quiet))
+    parser = parser_from_args(args, say(args, "preview"), args.quiet)  # the video is known good: compile now
+    try:
+        res, _ = run_preview_video(clip, Path(args.out), roi, Progress(args.quiet), parser=parser)
+    finally:
+        if parser is not None:
+            parser.close()
     n_dnn = int(res.dnn.sum())
     print(f"wrote {args.out}: {res.frames} frames, DIVTON on {n_dnn} ({100.0 * (1 - res.dnn_fraction):.1f}% DNN-free)")
     return 0

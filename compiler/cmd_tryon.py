@@ -3,7 +3,8 @@
 With no arguments it runs on the built-in sample (a synthetic clip and a shirt photo,
 made in ./mirror-sample). It compiles the build first if there is none (warp + gen,
 the chosen target and precision), runs Preview if the video has no context store yet
-(a second garment on the same video reuses it), then the Runtime phase: DIVTON (the
+(a second garment on the same video reuses it; --parser-checkpoint makes Preview use
+SCHP's compiled parser, compiler/parser_build.py), then the Runtime phase: DIVTON (the
 build's compiled warp + gen) only on Preview's keyframes, VITOFF replay on every other
 frame, streamed from the decoder to the .mp4 encoder. Output paths are checked before
 any work. Everything stays on this machine: nothing here opens a network connection.
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="fp32", help="artifact precision (default: fp32)")
     parser.add_argument("--gpu", action="store_true", help="run LiteRT on its GPU accelerator")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    from .parser_build import add_parser_arguments
+
+    add_parser_arguments(parser)
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -74,7 +78,9 @@ def _inputs(args: argparse.Namespace) -> tuple[Path, Path, str | None]:
 
         _say(args, f"no video given: using the built-in sample in {SAMPLE_DIR}/")
         video, garment = ensure_sample(SAMPLE_DIR, Progress(args.quiet))
-        return video, Path(args.garment or garment), args.roi or ",".join(map(str, sample_roi()))
+        # The sample's region is a default: a parser the user asked for finds the person instead.
+        roi = args.roi or (None if args.parser_checkpoint else ",".join(map(str, sample_roi())))
+        return video, Path(args.garment or garment), roi
     if args.garment is None:
         raise MirrorError("give a garment photo after the video: `mirror tryon VIDEO GARMENT`")
     return Path(args.video), Path(args.garment), args.roi
@@ -99,21 +105,33 @@ def _ensure_build(args: argparse.Namespace) -> None:
 
 def _store(args: argparse.Namespace, clip, roi_text: str | None):
     """The video's context store: reused when it exists (and is this video's), else made by Preview."""
+    from mirror.files import sha256_of
     from mirror.runtime.pipeline import run_preview_video
     from mirror.runtime.store import MANIFEST, open_store, video_fingerprint
+
+    from .parser_build import parser_from_args
 
     path = Path(args.context) if args.context else None
     if path is None:
         digest = video_fingerprint(clip.path)["sha256"][:12]
-        path = Path(CONTEXT_DIR) / f"{clip.path.stem}-{digest}"
+        # A store made with SCHP's parser is not the body model's: each has its own default folder.
+        parser = ""
+        if args.parser_checkpoint:
+            parser = f"-parser-{sha256_of(Path(args.parser_checkpoint))[:12]}-{args.parser_size}"
+        path = Path(CONTEXT_DIR) / f"{clip.path.stem}-{digest}{parser}"
     if (path / MANIFEST).is_file():
         store = open_store(path)
         store.check_source(clip.path)
         _say(args, f"reusing the context store {path}/ (Preview already ran on this video)")
         return store, None
     roi = check_roi(roi_text, clip.info.width, clip.info.height) if roi_text is not None else None
+    parser = parser_from_args(args, lambda text: _say(args, text), args.quiet)  # only when Preview runs
     _say(args, f"Preview: tracking {clip.info.frames} frames -> {path}/")
-    _, clock = run_preview_video(clip, path, roi, Progress(args.quiet))
+    try:
+        _, clock = run_preview_video(clip, path, roi, Progress(args.quiet), parser=parser)
+    finally:
+        if parser is not None:
+            parser.close()
     return open_store(path), clock
 
 
@@ -125,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     from mirror.runtime.stats import summary_line, tryon_stats
     from mirror.runtime.video import open_video
 
+    from .parser_build import check_parser_args
+
     out = Path(args.out)
     check_output(out, ".mp4", "--out")
     if args.stats:
@@ -134,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     tune_allocator()
     t0 = time.perf_counter()
     video, garment_path, roi_text = _inputs(args)
+    check_parser_args(argparse.Namespace(**{**vars(args), "roi": roi_text}))  # before any long step
     garment = Garment.load(garment_path, args.edge)
     clip = open_video(video)
     _ensure_build(args)
