@@ -149,7 +149,11 @@ def _compile_graph(session: CompileSession, unit: CompileUnit) -> None:
     if unit.pipeline not in PIPELINES:
         raise MirrorError(f"unknown pipeline {unit.pipeline!r}; known: {', '.join(PIPELINES)}")
     shared = PIPELINES[unit.pipeline]
-    program = _run_passes(session, unit, program, shared, unit.pipeline, val_inputs, {})
+    # One cache for the shared pipeline and every backend's: backends that start alike run
+    # that start once, and the reference's outputs and the shared result's parity are
+    # computed once (passes/base.py run_pipeline).
+    shared_prefixes: dict[Any, Any] = {}
+    program = _run_passes(session, unit, program, shared, unit.pipeline, val_inputs, shared_prefixes)
     want = TorchReferenceRunner(unit.reference, unit.input_names, unit.output_names).run_tensors(val_inputs)
     session.report.tensors[unit.name] = {
         "inputs": {n: list(t.shape) for n, t in zip(unit.input_names, unit.example_inputs, strict=True)},
@@ -159,7 +163,6 @@ def _compile_graph(session: CompileSession, unit: CompileUnit) -> None:
     if any(precisions.get_recipe(p).needs_calibration for p in config.precisions):
         # Representative, image-like inputs of this graph.
         run.calibration = [unit.inputs(config.seed + CALIBRATION_SEED_OFFSET + k) for k in range(CALIBRATION_SAMPLES)]
-    shared_prefixes: dict[Any, Any] = {}  # backends whose pipelines start alike run that start once
     for target, emitter in session.emitters.items():
         wanted = [p for p in config.precisions if precisions.supported(target, p)]
         todo = [p for p in wanted if plan.reused(unit.name, target, p) is None]

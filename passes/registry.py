@@ -16,6 +16,7 @@ from mirror.passes import (  # noqa: F401
     cleanup,
     constant_folding,
     contiguous_inputs,
+    conv_batch_norm,
     core_aten,
     float_clamp_bounds,
     gpu_grid_sample,

@@ -137,7 +137,13 @@ def convert_to_bytes(
         program = torch.export.export(program.eval(), tuple(example_inputs))
     module = _named_module(program, input_names, output_names, signature_key)
     kwargs = dict(zip(input_names, example_inputs, strict=True))
-    edge = lt.signature(signature_key, module, sample_kwargs=kwargs).convert()
+    # Lightweight conversion: constants stay resources during the MLIR passes and the LiteRT
+    # runtime folds the constant subgraphs afterwards, instead of MLIR folding each weight
+    # element by element (the coarse parser's 66.7 M parameters took 3 to 5 minutes that way,
+    # 20 s this way). What MLIR folding also did, batch norms into convolutions, the
+    # ``fold_batch_norm`` pass has done before (without it, one MUL per batch norm stays).
+    # On warp, gen and parser the two modes give the same ops, tensor names and outputs.
+    edge = lt.signature(signature_key, module, sample_kwargs=kwargs).convert(lightweight_conversion=True)
     return bytes(edge.model_content())
 
 
@@ -203,6 +209,21 @@ def _configure(q: Any, recipe: str) -> None:
     elif recipe == "int8-weight":
         q.add_weight_only_config(regex=".*", operation_name=ops, num_bits=8, granularity=channelwise,
                                  algorithm_key=min_max)  # fmt: skip
+        # The GPU delegate refuses the whole model ("Shape mismatch" while building its kernels)
+        # when a batched matmul's or a rank-3/4 fully-connected's constant comes out of a
+        # DEQUANTIZE: the coarse parser's pooling matrices (litert::matmul_constant_lhs). They
+        # are a few hundred elements (the batched one 64 K), so they stay float: BATCH_MATMUL
+        # operands always, FULLY_CONNECTED weights under 1024 elements.
+        q.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName.BATCH_MATMUL,
+                                     algorithm_key=AlgorithmName.NO_QUANTIZE)  # fmt: skip
+        weights = qtyping.TensorQuantizationConfig(num_bits=8, symmetric=True, granularity=channelwise,
+                                                   dtype=qtyping.TensorDataType.INT)  # fmt: skip
+        q.update_quantization_recipe(
+            regex=".*", operation_name=qtyping.TFLOperationName.FULLY_CONNECTED, algorithm_key=min_max,
+            op_config=qtyping.OpQuantizationConfig(weight_tensor_config=weights,
+                                                   compute_precision=qtyping.ComputePrecision.FLOAT,
+                                                   explicit_dequantize=True, min_weight_elements=1024),
+        )  # fmt: skip
     elif recipe == "int8-full":
         q.add_static_config(regex=".*", operation_name=ops, activation_num_bits=8, weight_num_bits=8,
                             weight_granularity=channelwise, algorithm_key=min_max)  # fmt: skip
@@ -246,6 +267,9 @@ class TFLiteEmitter(EmitterBase):
         return [
             *lowering_passes(lowering),  # first, so it is shared with a Core ML pipeline of the same lowering
             ("fold_constants", {}),  # the lowering's own index constants, and affine_grid's base grid
+            # Batch norms into their convolutions here, in torch: the converter's own fusion is MLIR
+            # constant folding, minutes on a large model (passes/conv_batch_norm.py).
+            ("fold_batch_norm", {}),
             ("legalize_rank", {}),
             ("scatter_as_cat", {}),
             ("index_as_select", {}),

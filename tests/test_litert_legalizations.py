@@ -39,3 +39,23 @@ def test_constant_lhs_matmul_and_where_branches():
             assert all(a.meta["val"].shape == node.meta["val"].shape for a in node.args[1:])
     want, got = model(x), new.module()(x)
     assert torch.allclose(got[0], want[0], atol=1e-6) and torch.equal(got[1], want[1])
+
+
+def test_int8_keeps_pooling_matrices_float(tmp_path):
+    """The GPU delegate refused the whole int8 parser when a pooling matrix (a FULLY_CONNECTED
+    weight, a BATCH_MATMUL constant) came out of a DEQUANTIZE; int8 keeps them float."""
+    from mirror.runners.tflite_file import read_tflite
+    from mirror.targets.tflite import convert_to_bytes, quantize_bytes
+
+    model, x = _PoolAndArgmax(), torch.rand(1, 3, 6, 5)
+    program, _ = run_pipeline(torch.export.export(model, (x,)), [("fold_constants", {}),
+                              ("litert::matmul_constant_lhs", {}), ("litert::select_operands", {})], "m")  # fmt: skip
+    float_model = convert_to_bytes(program, (x,), ["x"], ["pooled", "labels"], "m")
+    path = tmp_path / "m_int8.tflite"
+    path.write_bytes(quantize_bytes(float_model, "int8", "m", ["x"]))
+    graph = read_tflite(path)
+    made_by = {out: op.name for op in graph.ops for out in op.outputs}
+    matmuls = [op for op in graph.ops if op.name in ("FULLY_CONNECTED", "BATCH_MATMUL")]
+    assert matmuls
+    for op in matmuls:
+        assert all(made_by.get(i) != "DEQUANTIZE" for i in op.inputs if i >= 0)
