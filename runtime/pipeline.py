@@ -130,7 +130,7 @@ class _Seen:
 def _check_subject(clip: VideoClip, res: PreviewResult, seen: _Seen | None) -> None:
     """A one-line error when there was nothing to follow on any frame."""
     if seen is not None and res.frames and seen.frames_with_person == 0:
-        raise MirrorError(f"{clip.path.name}: the body model found no person on any of its {res.frames} frames; "
+        raise MirrorError(f"{clip.path.name}: no person was found on any of its {res.frames} frames; "
                           "give --roi x,y,w,h around the torso and arms")  # fmt: skip
     if res.frames and int(res.n_points.max()) == 0:
         # Nothing to track anywhere: every frame would need DIVTON, on a region with no subject.
