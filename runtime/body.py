@@ -44,7 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .pose import LM_SIZE, Detection, Landmarks, PoseDetector, PoseLandmarker, Roi, box_iou, invert_affine, warp_affine
+from .crop import box_iou
+from .pose import LM_SIZE, Detection, Landmarks, PoseDetector, PoseLandmarker, Roi, invert_affine, warp_affine
 
 PRESENCE = 0.5
 VISIBLE = 0.5  # a limb segment is drawn when both its ends are at least this visible (MediaPipe's own

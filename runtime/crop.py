@@ -71,3 +71,12 @@ def from_dnn(img: np.ndarray, paddings: np.ndarray, w: int, h: int, nearest: boo
     if nearest:
         return nearest_resize(content, h, w)
     return resize(content, h, w)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of box `a` (x0, y0, x1, y1) with each row of `b` (the same corners form)."""
+    ix = np.clip(np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
+    iy = np.clip(np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
+    inter = ix * iy
+    area = lambda q: (q[..., 2] - q[..., 0]) * (q[..., 3] - q[..., 1])  # noqa: E731
+    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)

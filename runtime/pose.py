@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .crop import box_iou
+
 DET_SIZE = 224
 LM_SIZE = 256
 _DET_STRIDES = (8, 16, 32, 32, 32)
@@ -174,15 +176,6 @@ class PoseDetector:
         boxes = boxes * s + np.tile(off, 2)
         kps = kps * s + off
         return [Detection(float(scores[i]), boxes[i], kps[i]) for i in _weighted_nms(boxes, scores)]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of box `a` (x0, y0, x1, y1) with each row of `b`."""
-    ix = np.clip(np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
-    iy = np.clip(np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
-    inter = ix * iy
-    area = lambda q: (q[..., 2] - q[..., 0]) * (q[..., 3] - q[..., 1])  # noqa: E731
-    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
 
 
 def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.3) -> list[int]:

@@ -66,6 +66,7 @@ import numpy as np
 from mirror import MirrorError
 
 from .crop import DNN_H, DNN_W, box_pixels, letterbox_paddings, to_dnn
+from .crop import box_iou as crop_box_iou
 from .imgproc import rgb_to_gray
 from .keypoints import detect_keypoints, fit_box_motion, keypoint_mask_from_parsing, roi_mask
 from .lk import LKParams, track
@@ -188,11 +189,8 @@ class PreviewResult:
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two (x, y, w, h) boxes."""
-    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    inter = max(0.0, iw) * max(0.0, ih)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return float(inter / union) if union > 0 else 0.0
+    corners = np.array([[a[0], a[1], a[0] + a[2], a[1] + a[3]], [b[0], b[1], b[0] + b[2], b[1] + b[3]]], np.float64)
+    return float(crop_box_iou(corners[0], corners[1:])[0])
 
 
 def inside_fraction(box: np.ndarray, frame_size: tuple[int, int]) -> float:
@@ -239,6 +237,7 @@ class Preview:
         self._cols = _Columns()
         self._t = 0
         self._lk_cache: dict = {}
+        self._body: np.ndarray | None = None
         self._state: dict | None = None  # None: no keyframe to track from (start, or absent)
         # The last known core box: the ROI until tracking moves it (absent frames keep it).
         fh, fw = frame_size
@@ -315,7 +314,7 @@ class Preview:
         if labels is None:
             core = np.array(box_pixels(self._core), np.float64)
             return core, roi_mask(self.frame_size, tuple(core)), ""
-        core = labels_box(labels)
+        core = self._body
         if core is None:
             return None, None, "absent: no upper body in view"
         return core, keypoint_mask_from_parsing(labels, dilations=self.cfg.mask_dilations), ""
@@ -367,6 +366,8 @@ class Preview:
         gray = rgb_to_gray(frame)
         timings["gray"] = (time.perf_counter() - t0) * 1e3
         labels = self._parse(frame, timings)
+        # The body's box (labels 1-4) of this frame: anchoring, drift and the recorded IoU share it.
+        self._body = None if labels is None else labels_box(labels)
         ncc_val, ke, spline = float("nan"), float("nan"), None
         if labels is not None and not labels.any():
             reason = "absent: no person in view"
@@ -432,9 +433,8 @@ class Preview:
         n = len(st["pts"])
         if n < cfg.min_points:
             return nan, ke, None, f"few-points: only {n} keypoints tracked"
-        body = None if labels is None else labels_box(labels)
         if labels is not None:
-            iou = 0.0 if body is None else box_iou(st["core"], body)
+            iou = 0.0 if self._body is None else box_iou(st["core"], self._body)
             if iou < cfg.drift_iou:
                 return nan, ke, None, f"drift: the box overlaps the body with IoU {iou:.2f} < {cfg.drift_iou:g}"
         return self._check_warp(gray, ke, timings)
@@ -478,8 +478,7 @@ class Preview:
         box = self._pad(self._core) if st is None else st["box"].copy()
         iou = float("nan")
         if labels is not None and st is not None:
-            body = labels_box(labels)
-            iou = 0.0 if body is None else box_iou(st["core"], body)
+            iou = 0.0 if self._body is None else box_iou(st["core"], self._body)
         _, _, bw, bh = box_pixels(box)
         return {
             "box": box, "dnn": kind == "key", "reason": reason,

@@ -63,7 +63,7 @@ def _box(mask: np.ndarray) -> np.ndarray:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    from mirror.runtime.pose import box_iou
+    from mirror.runtime.crop import box_iou
 
     return float(box_iou(a, b[None])[0])
 
