@@ -204,3 +204,30 @@ def resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
             acc = term if acc is None else acc + term
         out = acc
     return out
+
+
+def resize_align_corners(a: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of the last two axes of ``a`` with ``align_corners=True`` semantics.
+
+    Output pixel i samples input position ``i * (n_in - 1) / (n_out - 1)`` (PyTorch's
+    ``F.interpolate(..., mode="bilinear", align_corners=True)``); no antialiasing, which is
+    what SCHP and the reference graph do when they shrink. Positions are computed in
+    float32 as PyTorch's CPU kernel computes them, so the two agree to float rounding of
+    the values (exact positions would differ from it by up to ~1e-4 px at 960 px).
+    Returns float32.
+    """
+    out = np.asarray(a, dtype=np.float32)
+    for axis, n_out in ((-2, height), (-1, width)):
+        n_in = out.shape[axis]
+        if n_in == n_out:
+            continue
+        scale = np.float32(n_in - 1) / np.float32(n_out - 1) if n_out > 1 else np.float32(0.0)
+        src = np.arange(n_out, dtype=np.float32) * scale
+        i0 = np.minimum(src.astype(np.int64), n_in - 1)  # src >= 0: truncation is floor
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        shape = [1] * out.ndim
+        shape[axis] = n_out
+        frac = (src - i0.astype(np.float32)).reshape(shape)
+        lo, hi = np.take(out, i0, axis=axis), np.take(out, i1, axis=axis)
+        out = lo + (hi - lo) * frac
+    return out

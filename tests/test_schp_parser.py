@@ -25,7 +25,8 @@ from media_clips import write_clip
 
 from mirror import graphs
 from mirror.compiler import cli
-from mirror.runtime.schp import CompiledParser, resize_align_corners
+from mirror.runtime.imgproc import resize_align_corners
+from mirror.runtime.schp import CompiledParser
 from mirror.runtime.store import open_store
 from mirror.runtime.synthetic import Motion, SyntheticClip
 
