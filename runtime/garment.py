@@ -25,6 +25,7 @@ from mirror import MirrorError
 from .crop import letterbox_paddings, to_dnn
 from .image import load_image
 from .imgproc import dilate3x3, rgb_to_gray
+from .npy import load_npy
 
 # A garment fills part of its photo: below 2% the mask found nothing, above 97% it is
 # the whole rectangle (a uniform or textured background that no threshold separates).
@@ -39,10 +40,7 @@ def _load_mask_array(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise MirrorError(f"edge mask {path} does not exist")
-    try:
-        m = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise MirrorError(f"{path} is not a numpy array file ({exc})") from None
+    m = load_npy(path)
     if m.ndim not in (2, 3) or not (np.issubdtype(m.dtype, np.number) or m.dtype == np.bool_):
         raise MirrorError(f"{path}: expected a mask [H,W] of numbers, got {m.dtype} {list(m.shape)}")
     return m

@@ -15,14 +15,13 @@ import numpy as np
 
 from mirror import MirrorError
 
+from .npy import load_npy
+
 MIN_SIDE = 8
 
 
 def _from_npy(path: Path) -> np.ndarray:
-    try:
-        img = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise MirrorError(f"{path} is not a numpy array file ({exc})") from None
+    img = load_npy(path)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):
         raise MirrorError(f"{path}: expected a uint8 RGB image [H,W,3], got {img.dtype} {list(img.shape)}")
     return img

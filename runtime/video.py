@@ -33,6 +33,7 @@ import numpy as np
 from mirror import MirrorError
 
 from .imgproc import resize
+from .npy import load_npy
 
 FRAME_H, FRAME_W = 960, 540  # the paper's portrait canvas (height, width)
 NPY_FPS = Fraction(30)
@@ -193,10 +194,7 @@ def open_video(path: str | Path) -> VideoClip:
 
 
 def _open_npy(path: Path) -> np.ndarray:
-    try:
-        arr = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as exc:
-        raise MirrorError(f"cannot read '{path}' as a numpy array: {exc}") from None
+    arr = load_npy(path, mmap=True)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3 or arr.shape[0] == 0:
         raise MirrorError(f"'{path}' must hold uint8 RGB frames [T,H,W,3], got {arr.dtype} {list(arr.shape)}")
     return arr

@@ -130,3 +130,14 @@ def test_build_manifest_reader(tmp_path, manifest, report):
         build_subjects(build)
     except MirrorError as exc:
         assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("data", [b"PK\x03\x04", b"PK\x03\x04" + bytes(40)], ids=["zip-magic", "zip-header"])
+def test_an_npy_that_looks_like_a_zip_is_one_clear_error(tmp_path, data):
+    """np.load takes a file starting like a zip for an .npz archive (hypothesis found it)."""
+    from mirror.runtime.video import open_video
+
+    path = tmp_path / "v.npy"
+    path.write_bytes(data)
+    with pytest.raises(MirrorError, match="not a numpy array file"):
+        open_video(path)
