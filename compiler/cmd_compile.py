@@ -29,7 +29,7 @@ def parse_checkpoints(values: list[str] | None) -> dict[str, str] | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML config (see README); flags override it")
     parser.add_argument("--out", type=Path, help="output folder (default: build)")
-    parser.add_argument("--graphs", type=_csv, help="comma list of warp,gen,parser (default: warp,gen)")
+    parser.add_argument("--graphs", type=_csv, help="comma list of warp,gen,parser (default: all three)")
     parser.add_argument("--targets", type=_csv, help="comma list of tflite,coreml,onnx (default: all)")
     parser.add_argument(
         "--precisions",

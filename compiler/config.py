@@ -3,7 +3,7 @@
 Example ``mirror.toml``::
 
     out = "build"
-    graphs = ["warp", "gen"]              # add "parser" to compile the coarse parser too
+    graphs = ["warp", "gen", "parser"]    # the default: all three built-in graphs
     targets = ["tflite", "coreml", "onnx"]
     precisions = ["fp32", "fp16", "int8"]   # also: int8-full (calibrated), palettize6 (Core ML)
     seed = 0                              # seeded weights and validation inputs
@@ -38,6 +38,7 @@ TARGETS = ("tflite", "coreml", "onnx")
 PRECISIONS = precisions.names()  # recipes and aliases, stated in mirror/precisions.py
 DEFAULT_PRECISIONS = precisions.DEFAULT
 KNOWN_GRAPHS = ("warp", "gen", "parser")
+DEFAULT_GRAPHS = KNOWN_GRAPHS  # warp, gen and the coarse parser: ~7 min on 2 cores (README, "Measured")
 # How each target gets grid_sample (the gpu_grid_sample pass's lowering, or "native" to keep
 # grid_sample for the target's own sampler, e.g. Core ML's resample):
 # - tflite: fp16_exact. Phone GPU delegates compute in fp16, where a flat pixel index above
@@ -215,7 +216,7 @@ def _graphs(data: dict[str, Any]) -> list[GraphConfig]:
         if checkpoints or "graphs" in data:
             raise MirrorError("--graphs and --checkpoint are for the built-in graphs; --model brings its own weights")
         return []
-    names = _check_choice("graph", _names(data, "graphs", ("warp", "gen")), KNOWN_GRAPHS)
+    names = _check_choice("graph", _names(data, "graphs", DEFAULT_GRAPHS), KNOWN_GRAPHS)
     _check_checkpoints(checkpoints, names)
     graphs = []
     for name in names:

@@ -17,7 +17,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
 
 def test_defaults():
     config = load_config()
-    assert [g.name for g in config.graphs] == ["warp", "gen"]
+    assert [g.name for g in config.graphs] == ["warp", "gen", "parser"]
     assert config.targets == ["tflite", "coreml", "onnx"]
     assert config.precisions == ["fp32", "fp16", "int8"]
     assert str(config.out) == "build"
