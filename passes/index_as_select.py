@@ -9,6 +9,12 @@ the LiteRT pipeline's ``litert::gather_v1`` turns into GATHER v1. ``index`` coun
 negative entries from the end and ``index_select`` refuses them, so a constant index is
 stored wrapped into range and a runtime one is wrapped by a ``remainder``. Values are
 copied, so the rewrite is exact.
+
+A select by a runtime scalar (``x.select(2, j)`` or ``x[:, :, j]`` with a 0-d tensor
+``j``) exports as ``select.int`` at ``item(j)``, which litert-torch cannot convert at all
+(its lowering needs a concrete index), or as ``index`` with a 0-d index. Both become
+``index_select`` at ``j`` viewed as one entry (wrapped by a ``remainder``, as ``select``
+also counts from the end) and a ``squeeze`` of the selected dimension.
 """
 
 from __future__ import annotations
@@ -26,16 +32,36 @@ aten = torch.ops.aten
 MAX_SLICES = 16  # a longer constant index is gathered instead
 
 
+def _int_index(node: Node, rank: int) -> bool:
+    val = node.meta.get("val")
+    return isinstance(val, torch.Tensor) and val.dim() == rank and val.dtype in (torch.int64, torch.int32)
+
+
 def _single_index(node: Node) -> tuple[int, Node] | None:
+    """(dim, 1-D index) of an ``index`` along one dimension."""
     if node.op != "call_function" or node.target is not aten.index.Tensor:
         return None
     used = [(d, i) for d, i in enumerate(node.args[1]) if i is not None]
-    if len(used) != 1 or not isinstance(used[0][1], Node):
-        return None
-    val = used[0][1].meta.get("val")
-    if val is None or val.dim() != 1 or val.dtype not in (torch.int64, torch.int32):
+    if len(used) != 1 or not isinstance(used[0][1], Node) or not _int_index(used[0][1], 1):
         return None
     return used[0]
+
+
+def _scalar_select(node: Node) -> tuple[int, Node] | None:
+    """(dim, 0-d index tensor) of a select by a runtime scalar: ``select.int`` at
+    ``item(t)``, or an ``index`` along one dimension with a 0-d index."""
+    if node.op != "call_function":
+        return None
+    if node.target is aten.select.int:
+        at = node.args[2]
+        if isinstance(at, Node) and at.target is aten.item.default and _int_index(at.args[0], 0):
+            return node.args[1], at.args[0]
+        return None
+    if node.target is aten.index.Tensor:
+        used = [(d, i) for d, i in enumerate(node.args[1]) if i is not None]
+        if len(used) == 1 and isinstance(used[0][1], Node) and _int_index(used[0][1], 0):
+            return used[0]
+    return None
 
 
 def _runs(index: list[int]) -> list[tuple[int, int]]:
@@ -67,13 +93,28 @@ def _rewrite(program: ExportedProgram, node: Node, dim: int, idx: Node) -> Node:
     return b.call(aten.index_select.default, x, dim, idx)
 
 
+def _rewrite_scalar(program: ExportedProgram, node: Node, dim: int, idx: Node) -> Node:
+    b = Builder(program, node)
+    x = node.args[0]
+    dim = dim % x.meta["val"].dim()
+    one = b.call(aten.remainder.Scalar, b.call(aten.reshape.default, idx, [1]), x.meta["val"].shape[dim])
+    return b.call(aten.squeeze.dims, b.call(aten.index_select.default, x, dim, one), [dim])
+
+
 @register("index_as_select")
 def index_as_select(program: ExportedProgram) -> PassResult:
-    new, nodes, details = pick_nodes(program, lambda n: _single_index(n) is not None)
+    def picked(n: Node) -> bool:
+        return _single_index(n) is not None or _scalar_select(n) is not None
+
+    new, nodes, details = pick_nodes(program, picked)
     if new is None:
         return PassResult(program, changed=False, details=details)
     program = new
     for node in nodes:
-        node.replace_all_uses_with(_rewrite(program, node, *_single_index(node)))
+        if (single := _single_index(node)) is not None:
+            node.replace_all_uses_with(_rewrite(program, node, *single))
+        else:
+            node.replace_all_uses_with(_rewrite_scalar(program, node, *_scalar_select(node)))
+    program.graph.eliminate_dead_code()  # the replaced nodes and an item() nothing reads now
     prune_unused_state(program)
     return PassResult(program, changed=True, details=details)

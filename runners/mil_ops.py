@@ -439,6 +439,8 @@ def squeeze(op: OpCall) -> Any:
 @kernel("concat")
 def concat(op: OpCall) -> Any:
     values = [np.asarray(v) for v in op["values"]]
+    if all(v.ndim == 0 for v in values):  # MIL concatenates scalars into a vector (a shape)
+        values = [v.reshape(1) for v in values]
     axis = int(op.scalar("axis")) % max(values[0].ndim, 1)
     if op.scalar("interleave", False):
         parts = [np.split(v, v.shape[axis], axis=axis) for v in values]

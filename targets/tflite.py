@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from mirror import MirrorError
+from mirror import MirrorError, one_line
 from mirror.files import atomic_path, size_of
 from mirror.passes.base import PipelineSpec
 from mirror.passes.litert_gather import count_index_selects, count_litert_gathers
@@ -143,7 +143,10 @@ def convert_to_bytes(
     # 20 s this way). What MLIR folding also did, batch norms into convolutions, the
     # ``fold_batch_norm`` pass has done before (without it, one MUL per batch norm stays).
     # On warp, gen and parser the two modes give the same ops, tensor names and outputs.
-    edge = lt.signature(signature_key, module, sample_kwargs=kwargs).convert(lightweight_conversion=True)
+    try:
+        edge = lt.signature(signature_key, module, sample_kwargs=kwargs).convert(lightweight_conversion=True)
+    except Exception as exc:  # noqa: BLE001 - one clear line; the compile goes on with the other targets
+        raise MirrorError(f"LiteRT conversion of {signature_key} failed: {one_line(exc)}") from exc
     return bytes(edge.model_content())
 
 

@@ -59,3 +59,47 @@ def test_int8_keeps_pooling_matrices_float(tmp_path):
     assert matmuls
     for op in matmuls:
         assert all(made_by.get(i) != "DEQUANTIZE" for i in op.inputs if i >= 0)
+
+
+def test_select_at_a_runtime_scalar_becomes_index_select():
+    """``x.select(2, j)`` and ``x[:, :, :, k]`` with 0-d tensor indices: index_select at the
+    wrapped index (no ``item``, no data-dependent select left), the same values for every
+    index, negative ones included."""
+    from user_models import row_pick
+
+    model, (x,) = row_pick()
+    program = torch.export.export(model, (x,))
+    new, records = run_pipeline(program, [("index_as_select", {})], "m")
+    assert records[0].changed
+    targets = {n.target for n in new.graph.nodes}
+    assert aten.item.default not in targets and aten.index.Tensor not in targets
+    assert aten.index_select.default in targets
+    selects = [n for n in new.graph.nodes if n.target is aten.select.int]
+    assert not [n for n in selects if isinstance(n.args[2], torch.fx.Node)]  # x[0, 0, 0, 0]'s constant ones stay
+    run = new.module()
+    for j in (-16, -3, -1, 0, 5, 15):
+        probe = x.clone()
+        probe[0, 0, 0, 0], probe[0, 1, 0, 0] = j / 4, -j / 4
+        assert torch.equal(run(probe), model(probe)), j
+
+
+def test_select_at_a_runtime_scalar_compiles_onto_the_gpu(tmp_path, monkeypatch):
+    """litert-torch failed on the exported form ("Abstract tracer value"); after the pass the
+    model converts, runs 100% on the real GPU delegate, and Core ML's package (whose shape
+    arithmetic concatenates scalars) runs on coreml-mil."""
+    import json
+    from pathlib import Path
+
+    from mirror.compiler import cli
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
+    code = cli.main(["compile", "--model", "user_models:row_pick", "--targets", "tflite,coreml",
+                     "--precisions", "fp32", "--no-baseline", "--out", str(tmp_path)])  # fmt: skip
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert code == 0 and report["summary"]["passed"], report["summary"]
+    tflite = next(a for a in report["artifacts"] if a["target"] == "tflite")
+    gpu = tflite["gpu_delegate"]
+    assert gpu["ops_on_gpu"] == gpu["ops_total"] and gpu["partitions"] == 1, gpu
+    assert tflite["parity"]["litert-cpu"]["max_abs"] <= 1e-5
+    coreml = next(a for a in report["artifacts"] if a["target"] == "coreml")
+    assert coreml["parity"]["coreml-mil"]["max_abs"] <= 1e-5

@@ -149,3 +149,24 @@ def two_level_warp():
     model = TwoLevelWarp().eval()
     example = (torch.rand(1, 3, 24, 20) * 2 - 1, torch.rand(1, 3, 24, 20) * 2 - 1)
     return model, example, ["source", "target"], ["warped", "flow"]
+
+
+class RowPick(nn.Module):
+    """Picks one feature row and one column by indices computed from the input (either may be
+    negative, counting from the end): ``select`` at a runtime scalar and an ``index`` with a
+    0-d index tensor, which litert-torch cannot convert as exported."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.conv(x)
+        j = (x[0, 0, 0, 0] * 4).round().clamp(-16, 15).to(torch.int64)  # a row in [-16, 15]
+        k = (x[0, 1, 0, 0] * 4).round().clamp(-16, 15).to(torch.int64)
+        return f + f.select(2, j).unsqueeze(2) + f[:, :, :, k].unsqueeze(3)
+
+
+def row_pick():
+    torch.manual_seed(0)
+    return RowPick().eval(), (torch.randn(1, 3, 16, 16),)
