@@ -23,7 +23,6 @@ this one) rebuilds.
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 from collections.abc import Callable
@@ -132,21 +131,19 @@ def _compile(checkpoint: Path, folder: Path, want: dict[str, Any], progress: Pro
 
 
 def _compile_side() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """(load_config, compile_all), imported by name.
-
-    The runtime wheel ships the modules that preview and tryon import (compiler/runtime_wheel.py
-    follows import statements) and must not pull in the compile side; there a parser build made
-    by the full toolkit is reused (``--parser-build``), never compiled.
-    """
+    """(load_config, compile_all). The runtime wheel leaves the compile side out
+    (compiler/runtime_wheel.py COMPILE_SIDE): there a parser build made by the full toolkit
+    is reused (``--parser-build``), never compiled."""
     try:
-        importlib.import_module("mirror.compiler.cmd_compile").quiet_converters()
-        load_config = importlib.import_module("mirror.compiler.config").load_config
-        compile_all = importlib.import_module("mirror.compiler.driver").compile_all
+        from mirror.compiler.cmd_compile import quiet_converters
+        from mirror.compiler.config import load_config
+        from mirror.compiler.driver import compile_all
     except ModuleNotFoundError as exc:
         if not (exc.name or "").startswith(("mirror.", "torch")):
             raise
         raise MirrorError(f"compiling the parser needs the full MIRROR toolkit (this one lacks {exc.name}); "
                           "compile it there and pass its folder with --parser-build") from None  # fmt: skip
+    quiet_converters()
     return load_config, compile_all
 
 

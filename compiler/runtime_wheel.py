@@ -3,7 +3,8 @@
 `mirror compile` writes it next to the artifacts, with RUNTIME.md on how to use it. It
 holds the modules that `mirror preview` and `mirror tryon` import, found by following
 their imports from the two commands (so it stays complete as the code changes), plus
-the LiteRT GPU worker, which the LiteRT runner starts by module name. Its dependencies
+the LiteRT GPU worker, which the LiteRT runner starts by module name; the compile side
+(`COMPILE_SIDE`) is left out by rule. Its dependencies
 are numpy, the model runtimes (ai-edge-litert, onnxruntime) and the media libraries
 (av, Pillow). The other `mirror` commands are not in it and say so when called.
 
@@ -23,6 +24,11 @@ from mirror import __version__
 from mirror.files import atomic_path
 
 NAME = "mirror_runtime"
+# The compile side never ships, whatever a runtime module's function bodies may import for
+# the full toolkit (compiler/parser_build.py compiles a parser there; in the wheel that
+# import fails and the command says to reuse a parser build instead).
+COMPILE_SIDE = ("mirror.graphs", "mirror.passes", "mirror.targets", "mirror.validation", "mirror.profiling",
+                "mirror.compiler.driver", "mirror.compiler.config", "mirror.compiler.cmd_compile")
 ROOT = Path(__file__).resolve().parent.parent  # the `mirror` package (the repository root)
 ENTRIES = ("mirror.compiler.cli", "mirror.compiler.cmd_preview", "mirror.compiler.cmd_tryon",
            "mirror.runners.litert_worker")
@@ -74,7 +80,7 @@ def runtime_modules() -> list[Path]:
     todo, seen, files = list(ENTRIES), set(), set()
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or _compile_side(name):
             continue
         seen.add(name)
         path = _module_file(name)
@@ -84,6 +90,10 @@ def runtime_modules() -> list[Path]:
         parents = [".".join(name.split(".")[:k]) for k in range(1, name.count(".") + 1)]
         todo += parents + sorted(_imports(path, name))
     return sorted(files)
+
+
+def _compile_side(name: str) -> bool:
+    return any(name == c or name.startswith(c + ".") for c in COMPILE_SIDE)
 
 
 def _record_line(arcname: str, data: bytes) -> str:
