@@ -175,3 +175,15 @@ def test_a_correct_artifact_has_no_divergent_layer_when_the_exporter_renames(tmp
     found = _found(data, "onnx", "fp32", "onnxruntime")
     assert code == 0 and found["first_divergent"] is None, found["first_divergent"]
     assert found["layers_compared"] >= 20
+
+
+def test_nhwc_tensors_shaped_like_nchw_ones_are_compared_in_the_right_layout(tmp_path):
+    """LiteRT keeps a [1, 16, 16, 16] pool output NHWC, the same shape as the reference's
+    NCHW one; read as is, a right layer came out at -0.5 dB (the coarse parser's max pool,
+    [1, 128, 128, 128] at 512x512)."""
+    build = tmp_path / "cube"
+    assert _compile(build, "user_models:cube_stem", "fp32", "tflite") == 0
+    code, data = _localize(build)
+    found = _found(data, "tflite", "fp32", "litert-cpu")
+    assert code == 0 and found["first_divergent"] is None, found
+    assert found["layers_compared"] >= 3

@@ -170,3 +170,22 @@ class RowPick(nn.Module):
 def row_pick():
     torch.manual_seed(0)
     return RowPick().eval(), (torch.randn(1, 3, 16, 16),)
+
+
+class CubeStem(nn.Module):
+    """A ResNet-style stem whose max-pool output is [1, 16, 16, 16]: channels = height = width,
+    so LiteRT's NHWC tensor has the reference's NCHW shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(torch.relu(self.conv(x))))
+
+
+def cube_stem():
+    torch.manual_seed(0)
+    return CubeStem().eval(), (torch.randn(1, 3, 32, 32),)

@@ -199,11 +199,12 @@ def _measure(
             if isinstance(out, torch.Tensor) and (by_fx or node.module):
                 want = out.detach().float().numpy()
                 for tap in reversed(index.get(n.name if by_fx else node.module, [])):
-                    got = fit_layout(tap.value, want.shape)
-                    if got is not None:
+                    layouts = fit_layouts(tap.value, want.shape)
+                    if layouts:
                         if not by_fx and node.module in last_in_module:
                             measured.pop(last_in_module[node.module], None)
-                        measured[n.name] = (tap, _compare(got, want))
+                        # Where both layouts fit (N, C, H, W with C = H = W), the one that matches.
+                        measured[n.name] = (tap, max((_compare(got, want) for got in layouts), key=lambda e: e[1]))
                         last_in_module[node.module] = n.name
                         break
             return out
@@ -213,16 +214,18 @@ def _measure(
     return nodes, measured
 
 
-def fit_layout(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+def fit_layouts(value: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
     """``value`` in the reference's layout: as is, NHWC -> NCHW, or a flattened tensor
-    reshaped; None when it cannot be the same tensor."""
+    reshaped; empty when it cannot be the same tensor. Both of the first two when the shape
+    cannot tell them apart (LiteRT's NHWC [1, 128, 128, 128] after the parser's max pool)."""
+    fits = []
     if value.shape == tuple(shape):
-        return value
+        fits.append(value)
     if value.ndim == 4 and len(shape) == 4 and value.shape == (shape[0], shape[2], shape[3], shape[1]):
-        return value.transpose(0, 3, 1, 2)
-    if value.ndim == 1 and value.size == math.prod(shape):
-        return value.reshape(shape)
-    return None
+        fits.append(value.transpose(0, 3, 1, 2))
+    if not fits and value.ndim == 1 and value.size == math.prod(shape):
+        fits.append(value.reshape(shape))
+    return fits
 
 
 def _compare(got: np.ndarray, want: np.ndarray) -> tuple[float, float, bool]:
