@@ -29,7 +29,8 @@ def add_subject_arguments(parser: argparse.ArgumentParser, *, artifact_help: str
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_subject_arguments(parser, artifact_help="check this one file (.tflite, .onnx, .ort, .mlpackage) instead",
                           model_help="with --artifact: your model as package.module:factory")  # fmt: skip
-    parser.add_argument("--precision", default="fp32", help="with --artifact: its precision, for the bound (fp32)")
+    parser.add_argument("--precision", help="with --artifact: its precision, for the bounds (default: from a "
+                        "name MIRROR gives, <graph>_<precision>.<ext>, else fp32)")
     parser.add_argument("--checkpoint", action="append", metavar="[GRAPH=]PATH",
                         help="real weights of the reference (default: the compile's, or seeded)")  # fmt: skip
     parser.add_argument("--inputs", type=Path, help=".npz with one array per input name (default: random)")
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress()
     if args.artifact is not None:
         # Seeded weights are the compile's default (seed 0) unless --checkpoint gives real ones.
-        subjects = [file_subject(args.artifact, graph=args.graph, model=args.model, precision=args.precision,
+        precision = args.precision or precision_of(args.artifact)
+        subjects = [file_subject(args.artifact, graph=args.graph, model=args.model, precision=precision,
                                  checkpoint=_one_checkpoint(args.checkpoint), seed=0,
                                  exact_export=args.localize)]  # fmt: skip
         seed = VALIDATE_SEED_OFFSET if args.seed is None else args.seed
@@ -144,3 +146,11 @@ def _localize_table(data: dict[str, Any]) -> str:
 def _layer(e: dict[str, Any]) -> str:
     where = f" at {e['source']}" if e["source"] else ""
     return f"{e['module']} [{e['op']} -> {e['artifact_op']}]{where}: SNR {e['snr_db']} dB, max abs {e['max_abs']}"
+
+
+def precision_of(artifact: Path) -> str:
+    """The precision in an artifact's name as the compiler writes it (warp_int8.tflite), else fp32."""
+    from mirror import precisions
+
+    last = Path(artifact).stem.rsplit("_", 1)[-1]
+    return last if last in precisions.names() else "fp32"

@@ -130,3 +130,16 @@ def test_artifact_needs_its_reference(monkeypatch, tmp_path, capsys):
     assert "not a model file" in capsys.readouterr().err
     assert _validate(monkeypatch, str(tmp_path / "nothing")) == 1
     assert "has no manifest.json" in capsys.readouterr().err
+
+
+def test_an_artifacts_precision_comes_from_the_name_the_compiler_gave_it():
+    """``--artifact build/parser_int8.tflite`` is judged by int8's bounds without ``--precision``
+    (with fp32's, a right int8 layer at 49 dB read as divergent)."""
+    from pathlib import Path
+
+    from mirror.compiler.cmd_validate import precision_of
+
+    assert precision_of(Path("build/parser_int8.tflite")) == "int8"
+    assert precision_of(Path("warp_fp16.mlpackage")) == "fp16"
+    assert precision_of(Path("my_model.onnx")) == "fp32"
+    assert precision_of(Path("net.tflite")) == "fp32"
