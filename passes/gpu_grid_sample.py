@@ -32,17 +32,16 @@ Lowerings (option ``lowering``):
     LiteRT on the CPU (XNNPACK), ONNX Runtime, an fp32 Core ML package, or a GPU delegate
     forced to fp32.
 
-Measured per call (``benchmarks/grid_sample_lowerings.py --cases flow,cloth,feat64,feat``;
+Measured per call (``benchmarks/grid_sample_lowerings.py``, its default cases;
 LiteRT CPU = XNNPACK on 2 threads, in-process; the MB figure is what the gather writes, in
 fp32):
 
 ==================  ============  ==============  ======================
 call                stock         flat            fp16_exact
 ==================  ============  ==============  ======================
-flow 2ch 128x96     4.6 ms        0.8 ms, 0.4 MB  1.4 ms, 1.7 MB (B=8)
-cloth 3ch 256x192   26.9 ms       3.3 ms, 2.2 MB  17.9 ms, 37 MB (B=32)
-feat 256ch 64x48    149 ms        5.8 ms, 12 MB   16.3 ms, 18 MB (B=2)
-feat 256ch 128x96   686 ms        29.6 ms, 48 MB  126 ms, 216 MB (B=8)
+flow 2ch 128x96     3.9 ms        0.7 ms, 0.4 MB  1.2 ms, 1.7 MB (B=8)
+cloth 3ch 256x192   22.7 ms       2.8 ms, 2.2 MB  17.2 ms, 37 MB (B=32)
+feat 256ch 128x96   591 ms        28.5 ms, 48 MB  102 ms, 216 MB (B=8)
 ==================  ============  ==============  ======================
 
 The stock lowering leaves 31 of 107 ops on the CPU (GATHER_ND, rank-5 tensors); both
@@ -52,11 +51,11 @@ Which lowering each artifact gets, and why:
 
 - LiteRT GPU artifact: ``fp16_exact`` (the default). The phone runs it in float16, where
   ``flat`` is silently wrong. LiteRT's native ``Resampler`` custom op would be cheaper on
-  the GPU (SwiftShader: 15 ms vs 333 ms for the cloth warp, 0.20 s vs 2.78 s for the
+  the GPU (SwiftShader: 12 ms vs 280 ms for the cloth warp, 0.19 s vs 2.32 s for the
   256-channel 128x96 feature warp), but the CPU interpreter has no kernel for it, so the
   artifact could not be verified on the CPU nor fall back when the GPU is unavailable. It
   is not emitted here.
-- LiteRT CPU artifact, ONNX (onnxruntime, fp32), fp32 Core ML: ``flat`` (1.7-5.4x faster
+- LiteRT CPU artifact, ONNX (onnxruntime, fp32), fp32 Core ML: ``flat`` (1.7-6.1x faster
   on the CPU, exact in float32): give that target's pipeline ``lowering="flat"``.
 - Core ML fp16 package: ``fp16_exact`` (or ``flat`` with the index ops kept in fp32
   through coremltools' ``op_selector``).
