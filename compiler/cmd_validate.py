@@ -56,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress()
     if args.artifact is not None:
         # Seeded weights are the compile's default (seed 0) unless --checkpoint gives real ones.
-        precision = args.precision or precision_of(args.artifact)
-        subjects = [file_subject(args.artifact, graph=args.graph, model=args.model, precision=precision,
+        subjects = [file_subject(args.artifact, graph=args.graph, model=args.model, precision=args.precision,
                                  checkpoint=_one_checkpoint(args.checkpoint), seed=0,
                                  exact_export=args.localize)]  # fmt: skip
         seed = VALIDATE_SEED_OFFSET if args.seed is None else args.seed
@@ -147,10 +146,3 @@ def _layer(e: dict[str, Any]) -> str:
     where = f" at {e['source']}" if e["source"] else ""
     return f"{e['module']} [{e['op']} -> {e['artifact_op']}]{where}: SNR {e['snr_db']} dB, max abs {e['max_abs']}"
 
-
-def precision_of(artifact: Path) -> str:
-    """The precision in an artifact's name as the compiler writes it (warp_int8.tflite), else fp32."""
-    from mirror import precisions
-
-    last = Path(artifact).stem.rsplit("_", 1)[-1]
-    return last if last in precisions.names() else "fp32"

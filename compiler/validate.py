@@ -34,7 +34,7 @@ from mirror.compiler.localize import ReferenceCache, localize_artifact
 from mirror.compiler.progress import Progress
 from mirror.compiler.units import CompileUnit, builtin_unit, user_unit
 from mirror.files import sha256_of
-from mirror.precisions import get_recipe
+from mirror.precisions import get_recipe, names
 from mirror.targets.base import Artifact
 from mirror.validation.parity import check_runners, gpu_skips
 from mirror.validation.reference import TorchReferenceRunner
@@ -88,11 +88,12 @@ def build_subjects(
 
 
 def file_subject(
-    path: Path, *, graph: str | None, model: str | None, precision: str, checkpoint: str | None, seed: int,
+    path: Path, *, graph: str | None, model: str | None, precision: str | None, checkpoint: str | None, seed: int,
     exact_export: bool = False,
 ) -> Subject:
     """One file of any target, against a built-in graph or the user's model (``exact_export``:
-    exported as ``mirror compile`` exports it by default, for ``--localize``)."""
+    exported as ``mirror compile`` exports it by default, for ``--localize``). Like the target
+    (from the suffix), the precision defaults to what the file's name says (``precision_of``)."""
     target = SUFFIX_TARGETS.get(path.suffix.lower())
     if target is None:
         raise MirrorError(f"{path.name}: not a model file mirror can run ({', '.join(SUFFIX_TARGETS)})")
@@ -100,6 +101,7 @@ def file_subject(
         raise MirrorError(f"no such artifact: {path}")
     if (graph is None) == (model is None):
         raise MirrorError("--artifact needs its reference: --graph NAME (a built-in graph) or --model pkg.mod:factory")
+    precision = precision or precision_of(path)
     get_recipe(precision)  # an unknown precision stops here, with the known names
     if model is not None:
         unit = user_unit(model)
@@ -111,6 +113,12 @@ def file_subject(
                                         pipeline=pipeline), seed)  # fmt: skip
     art = Artifact(unit.name, target, precision, path, unit.input_names, unit.output_names, {})
     return Subject(unit, art)
+
+
+def precision_of(artifact: Path) -> str:
+    """The precision in a name the compiler gives (``warp_int8.tflite``: int8), else fp32."""
+    last = Path(artifact).stem.rsplit("_", 1)[-1]
+    return last if last in names() else "fp32"
 
 
 def validate(

@@ -137,7 +137,7 @@ def test_an_artifacts_precision_comes_from_the_name_the_compiler_gave_it():
     (with fp32's, a right int8 layer at 49 dB read as divergent)."""
     from pathlib import Path
 
-    from mirror.compiler.cmd_validate import precision_of
+    from mirror.compiler.validate import precision_of
 
     assert precision_of(Path("build/parser_int8.tflite")) == "int8"
     assert precision_of(Path("warp_fp16.mlpackage")) == "fp16"
