@@ -37,31 +37,30 @@ def _int_index(node: Node, rank: int) -> bool:
     return isinstance(val, torch.Tensor) and val.dim() == rank and val.dtype in (torch.int64, torch.int32)
 
 
-def _single_index(node: Node) -> tuple[int, Node] | None:
-    """(dim, 1-D index) of an ``index`` along one dimension."""
+def _index_along(node: Node, rank: int) -> tuple[int, Node] | None:
+    """(dim, index) of an ``index`` along one dimension with an integer index of ``rank``."""
     if node.op != "call_function" or node.target is not aten.index.Tensor:
         return None
     used = [(d, i) for d, i in enumerate(node.args[1]) if i is not None]
-    if len(used) != 1 or not isinstance(used[0][1], Node) or not _int_index(used[0][1], 1):
+    if len(used) != 1 or not isinstance(used[0][1], Node) or not _int_index(used[0][1], rank):
         return None
     return used[0]
+
+
+def _single_index(node: Node) -> tuple[int, Node] | None:
+    """(dim, 1-D index) of an ``index`` along one dimension."""
+    return _index_along(node, 1)
 
 
 def _scalar_select(node: Node) -> tuple[int, Node] | None:
     """(dim, 0-d index tensor) of a select by a runtime scalar: ``select.int`` at
     ``item(t)``, or an ``index`` along one dimension with a 0-d index."""
-    if node.op != "call_function":
-        return None
-    if node.target is aten.select.int:
+    if node.op == "call_function" and node.target is aten.select.int:
         at = node.args[2]
         if isinstance(at, Node) and at.target is aten.item.default and _int_index(at.args[0], 0):
             return node.args[1], at.args[0]
         return None
-    if node.target is aten.index.Tensor:
-        used = [(d, i) for d, i in enumerate(node.args[1]) if i is not None]
-        if len(used) == 1 and isinstance(used[0][1], Node) and _int_index(used[0][1], 0):
-            return used[0]
-    return None
+    return _index_along(node, 0)
 
 
 def _runs(index: list[int]) -> list[tuple[int, int]]:
