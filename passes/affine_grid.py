@@ -12,14 +12,13 @@ only the order of one sum differs from its matmul (float32 rounding).
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from torch.export import ExportedProgram
 
 from mirror.passes.base import PassResult, register
-from mirror.passes.graph_utils import pick_nodes
+from mirror.passes.graph_utils import decompose_each
 
 _AFFINE_GRID = torch.ops.aten.affine_grid_generator.default
 
@@ -34,11 +33,6 @@ def _base(steps: int, align_corners: bool, like: torch.Tensor) -> torch.Tensor:
 
 @register("affine_grid")
 def affine_grid(program: ExportedProgram) -> PassResult:
-    picked, _, details = pick_nodes(program, lambda n: n.op == "call_function" and n.target is _AFFINE_GRID,
-                                    copy_program=False)  # fmt: skip
-    if picked is None:
-        return PassResult(program, changed=False, details=details)
-
     def decompose(theta: torch.Tensor, size: list[int], align_corners: bool) -> Any:
         if len(size) != 4:
             return NotImplemented  # volumetric grids keep the stock lowering
@@ -50,6 +44,4 @@ def affine_grid(program: ExportedProgram) -> PassResult:
         gy = bx * t[..., 3:4] + by * t[..., 4:5] + t[..., 5:6]
         return torch.cat([gx, gy], dim=-1)
 
-    # run_decompositions retraces into a new program; the input stays untouched.
-    new = copy.deepcopy(program).run_decompositions({_AFFINE_GRID: decompose})
-    return PassResult(new, changed=True, details=details)
+    return decompose_each(program, (_AFFINE_GRID,), decompose)

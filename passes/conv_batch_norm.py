@@ -28,7 +28,7 @@ from torch.fx import Node
 
 from mirror.passes.base import PassResult, register
 from mirror.passes.constant_folding import add_constant, lifted_value
-from mirror.passes.graph_utils import pick_nodes, prune_unused_state
+from mirror.passes.graph_utils import rewrite_each
 
 aten = torch.ops.aten
 
@@ -132,33 +132,30 @@ def _fused(program: ExportedProgram, conv: Node, bn: Node) -> tuple[torch.Tensor
     return new_weight.to(weight.dtype).contiguous(), new_bias.to(weight.dtype).contiguous()
 
 
+def _fold(program: ExportedProgram, bn: Node) -> None:
+    """The convolution before ``bn`` takes the fused weight and bias; ``bn`` goes."""
+    conv = bn.args[0]
+    weight, bias = _fused(program, conv, bn)
+    w_const = add_constant(program, f"{conv.name}_bn_weight", weight)
+    b_const = add_constant(program, f"{conv.name}_bn_bias", bias)
+    for const in (w_const, b_const):
+        const.meta.update({k: v for k, v in conv.meta.items() if k in ("stack_trace", "nn_module_stack")})
+    if conv.target is aten.convolution.default:
+        conv.args = (conv.args[0], w_const, b_const, *conv.args[3:])
+    else:
+        args = list(conv.args) + [None] * (3 - len(conv.args))
+        args[1], args[2] = w_const, b_const
+        conv.args = tuple(args)
+        conv.kwargs = {k: v for k, v in conv.kwargs.items() if k != "bias"}
+    out = _single_output_user(bn)
+    assert out is not None
+    out.replace_all_uses_with(conv)
+    if out is not bn:
+        program.graph.erase_node(out)
+    program.graph.erase_node(bn)
+
+
 @register("fold_batch_norm")
 def fold_batch_norm(program: ExportedProgram) -> PassResult:
     """Fold every inference batch norm that follows a convolution (see the module docstring)."""
-    new, nodes, details = pick_nodes(program, lambda n: _foldable(program, n))
-    if new is None:
-        return PassResult(program, changed=False, details=details)
-    program = new
-    graph = program.graph
-    for bn in nodes:
-        conv = bn.args[0]
-        weight, bias = _fused(program, conv, bn)
-        w_const = add_constant(program, f"{conv.name}_bn_weight", weight)
-        b_const = add_constant(program, f"{conv.name}_bn_bias", bias)
-        for const in (w_const, b_const):
-            const.meta.update({k: v for k, v in conv.meta.items() if k in ("stack_trace", "nn_module_stack")})
-        if conv.target is aten.convolution.default:
-            conv.args = (conv.args[0], w_const, b_const, *conv.args[3:])
-        else:
-            args = list(conv.args) + [None] * (3 - len(conv.args))
-            args[1], args[2] = w_const, b_const
-            conv.args = tuple(args)
-            conv.kwargs = {k: v for k, v in conv.kwargs.items() if k != "bias"}
-        out = _single_output_user(bn)
-        assert out is not None
-        out.replace_all_uses_with(conv)
-        if out is not bn:
-            graph.erase_node(out)
-        graph.erase_node(bn)
-    prune_unused_state(program)
-    return PassResult(program, changed=True, details=details)
+    return rewrite_each(program, lambda n: _foldable(program, n), _fold)

@@ -11,6 +11,8 @@ import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import ExportGraphSignature, InputKind
 
+from mirror.passes.base import PassResult
+
 
 def module_path(node: torch.fx.Node) -> str:
     """The innermost module path a node was traced under ("" for the root)."""
@@ -96,3 +98,44 @@ def pick_nodes(
         return None, [], details
     target = copy.deepcopy(program) if copy_program else program
     return target, [n for n in target.graph.nodes if n.name in found], details
+
+
+def rewrite_each(
+    program: ExportedProgram,
+    predicate: Callable[[torch.fx.Node], Any],
+    rewrite: Callable[[ExportedProgram, torch.fx.Node], bool | None],
+    *,
+    prune: bool = True,
+) -> PassResult:
+    """A pass that rewrites, one by one, the nodes ``predicate`` picks, on a deep copy.
+
+    ``rewrite(program, node)`` gets the copy and its node, in graph order; when it returns
+    False the node is left as it is and named in ``details["left"]``. Then
+    ``prune_unused_state`` (dead nodes, unread state, recompile), or with ``prune=False``
+    only a recompile. Details are ``pick_nodes``'; nothing picked: the input, unchanged.
+    """
+    new, nodes, details = pick_nodes(program, predicate)
+    if new is None:
+        return PassResult(program, changed=False, details=details)
+    for node in nodes:
+        if rewrite(new, node) is False:
+            details.setdefault("left", []).append(node.name)
+    if prune:
+        prune_unused_state(new)
+    else:
+        new.graph_module.recompile()
+    return PassResult(new, changed=True, details=details)
+
+
+def decompose_each(program: ExportedProgram, targets: tuple[Any, ...], fn: Callable[..., Any]) -> PassResult:
+    """A pass that decomposes every call of an op in ``targets`` with ``fn``.
+
+    ``run_decompositions`` retraces a deep copy into a new program, the input untouched;
+    it runs only when the graph calls one of ``targets``. Details are ``pick_nodes``'.
+    """
+    picked, _, details = pick_nodes(program, lambda n: n.op == "call_function" and n.target in targets,
+                                    copy_program=False)  # fmt: skip
+    if picked is None:
+        return PassResult(program, changed=False, details=details)
+    new = copy.deepcopy(program).run_decompositions(dict.fromkeys(targets, fn))
+    return PassResult(new, changed=True, details=details)

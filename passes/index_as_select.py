@@ -25,7 +25,7 @@ from torch.fx import Node
 
 from mirror.passes.base import PassResult, register
 from mirror.passes.constant_folding import add_constant, lifted_value
-from mirror.passes.graph_utils import pick_nodes, prune_unused_state
+from mirror.passes.graph_utils import rewrite_each
 from mirror.passes.rank_legalization import Builder
 
 aten = torch.ops.aten
@@ -100,20 +100,17 @@ def _rewrite_scalar(program: ExportedProgram, node: Node, dim: int, idx: Node) -
     return b.call(aten.squeeze.dims, b.call(aten.index_select.default, x, dim, one), [dim])
 
 
+def _replace(program: ExportedProgram, node: Node) -> None:
+    # The replaced node, and an item() nothing reads now, go with the dead code rewrite_each prunes.
+    if (single := _single_index(node)) is not None:
+        node.replace_all_uses_with(_rewrite(program, node, *single))
+    else:
+        node.replace_all_uses_with(_rewrite_scalar(program, node, *_scalar_select(node)))
+
+
 @register("index_as_select")
 def index_as_select(program: ExportedProgram) -> PassResult:
     def picked(n: Node) -> bool:
         return _single_index(n) is not None or _scalar_select(n) is not None
 
-    new, nodes, details = pick_nodes(program, picked)
-    if new is None:
-        return PassResult(program, changed=False, details=details)
-    program = new
-    for node in nodes:
-        if (single := _single_index(node)) is not None:
-            node.replace_all_uses_with(_rewrite(program, node, *single))
-        else:
-            node.replace_all_uses_with(_rewrite_scalar(program, node, *_scalar_select(node)))
-    program.graph.eliminate_dead_code()  # the replaced nodes and an item() nothing reads now
-    prune_unused_state(program)
-    return PassResult(program, changed=True, details=details)
+    return rewrite_each(program, picked, _replace)

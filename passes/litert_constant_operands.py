@@ -24,7 +24,7 @@ from torch.fx import Node
 
 from mirror.passes.base import PassResult, register
 from mirror.passes.constant_folding import add_constant, lifted_value
-from mirror.passes.graph_utils import pick_nodes, prune_unused_state
+from mirror.passes.graph_utils import rewrite_each
 from mirror.passes.rank_legalization import Builder
 
 
@@ -44,9 +44,9 @@ def _needs_4d(program: ExportedProgram, node: Node) -> bool:
     return False
 
 
-def _rewrite(program: ExportedProgram, node: Node) -> Node | None:
-    """The op on [1, numel] rows, its constants stored at full size; None if a runtime
-    operand broadcasts."""
+def _rewrite(program: ExportedProgram, node: Node) -> bool:
+    """The op on [1, numel] rows, its constants stored at full size, in place of ``node``;
+    False (``node`` left as it is) if a runtime operand broadcasts."""
     out = list(node.meta["val"].shape)
     row = [1, math.prod(out)]
     b = Builder(program, node)
@@ -61,21 +61,11 @@ def _rewrite(program: ExportedProgram, node: Node) -> Node | None:
         elif list(a.meta["val"].shape) == out:
             args[i] = b.reshape(a, row)
         elif a.meta["val"].numel() != 1:
-            return None
-    return b.reshape(b.call(node.target, *args, **node.kwargs), out)
+            return False
+    node.replace_all_uses_with(b.reshape(b.call(node.target, *args, **node.kwargs), out))
+    return True
 
 
 @register("litert::constant_operands_4d")
 def constant_operands_4d(program: ExportedProgram) -> PassResult:
-    new, nodes, details = pick_nodes(program, lambda n: _needs_4d(program, n))
-    if new is None:
-        return PassResult(program, changed=False, details=details)
-    program = new
-    for node in nodes:
-        new = _rewrite(program, node)
-        if new is None:
-            details.setdefault("left", []).append(node.name)
-        else:
-            node.replace_all_uses_with(new)
-    prune_unused_state(program)
-    return PassResult(program, changed=True, details=details)
+    return rewrite_each(program, lambda n: _needs_4d(program, n), _rewrite)

@@ -11,7 +11,6 @@ ADD all run on the delegate. The result matches to float32 rounding.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -19,24 +18,17 @@ import torch
 from torch.export import ExportedProgram
 
 from mirror.passes.base import PassResult, register
-from mirror.passes.graph_utils import pick_nodes
+from mirror.passes.graph_utils import decompose_each
 
 _LOG_SOFTMAX = (torch.ops.aten._log_softmax.default, torch.ops.aten.log_softmax.int)
 
 
 @register("litert::log_softmax")
 def log_softmax(program: ExportedProgram) -> PassResult:
-    picked, _, details = pick_nodes(program, lambda n: n.op == "call_function" and n.target in _LOG_SOFTMAX,
-                                    copy_program=False)  # fmt: skip
-    if picked is None:
-        return PassResult(program, changed=False, details=details)
-
     def decompose(x: torch.Tensor, dim: int, *_: Any) -> torch.Tensor:
         shifted = x - torch.amax(x, dim=dim, keepdim=True)
         # log(mean) + log(n), not log(sum): the converter folds the plain form back into LOG_SOFTMAX.
         log_n = math.log(x.shape[dim])
         return shifted - (torch.log(torch.mean(torch.exp(shifted), dim=dim, keepdim=True)) + log_n)
 
-    # run_decompositions retraces into a new program; the input stays untouched.
-    new = copy.deepcopy(program).run_decompositions(dict.fromkeys(_LOG_SOFTMAX, decompose))
-    return PassResult(new, changed=True, details=details)
+    return decompose_each(program, _LOG_SOFTMAX, decompose)

@@ -17,7 +17,7 @@ from torch.fx import Node
 
 from mirror.passes.base import PassResult, register
 from mirror.passes.constant_folding import add_constant, lifted_value
-from mirror.passes.graph_utils import pick_nodes, prune_unused_state
+from mirror.passes.graph_utils import rewrite_each
 from mirror.passes.rank_legalization import Builder
 
 aten = torch.ops.aten
@@ -38,17 +38,14 @@ def _swap_last(b: Builder, x: Node) -> Node:
     return b.call(aten.permute.default, x, perm)
 
 
+def _constant_right(program: ExportedProgram, node: Node) -> None:
+    b = Builder(program, node)
+    lhs, rhs = node.args[:2]
+    lhs_t = add_constant(program, f"{lhs.name}_t", lifted_value(program, lhs).t().contiguous())
+    product = b.call(aten.matmul.default, _swap_last(b, rhs), lhs_t)
+    node.replace_all_uses_with(_swap_last(b, product))
+
+
 @register("litert::matmul_constant_lhs")
 def matmul_constant_lhs(program: ExportedProgram) -> PassResult:
-    new, nodes, details = pick_nodes(program, lambda n: _constant_lhs(program, n))
-    if new is None:
-        return PassResult(program, changed=False, details=details)
-    program = new
-    for node in nodes:
-        b = Builder(program, node)
-        lhs, rhs = node.args[:2]
-        lhs_t = add_constant(program, f"{lhs.name}_t", lifted_value(program, lhs).t().contiguous())
-        product = b.call(aten.matmul.default, _swap_last(b, rhs), lhs_t)
-        node.replace_all_uses_with(_swap_last(b, product))
-    prune_unused_state(program)
-    return PassResult(program, changed=True, details=details)
+    return rewrite_each(program, lambda n: _constant_lhs(program, n), _constant_right)

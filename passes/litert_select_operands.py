@@ -17,7 +17,7 @@ from torch.fx import Node
 
 from mirror.passes.base import PassResult, register
 from mirror.passes.constant_folding import add_constant, lifted_value
-from mirror.passes.graph_utils import pick_nodes, prune_unused_state
+from mirror.passes.graph_utils import rewrite_each
 
 _WHERE = torch.ops.aten.where.self
 
@@ -38,19 +38,15 @@ def _broadcast_constants(program: ExportedProgram, node: Node) -> list[int]:
 
 @register("litert::select_operands")
 def select_operands(program: ExportedProgram, max_elements: int = 1 << 22) -> PassResult:
-    new, nodes, details = pick_nodes(program, lambda n: _broadcast_constants(program, n))
-    if new is None:
-        return PassResult(program, changed=False, details=details)
-    program = new
-    for node in nodes:
+    def expand(program: ExportedProgram, node: Node) -> bool:
         out = list(node.meta["val"].shape)
         if torch.Size(out).numel() > max_elements:
-            details.setdefault("left", []).append(node.name)
-            continue
+            return False
         args = list(node.args)
         for i in _broadcast_constants(program, node):
             full = lifted_value(program, args[i]).expand(out)
             args[i] = add_constant(program, f"{args[i].name}_full", full)
         node.args = tuple(args)
-    prune_unused_state(program)
-    return PassResult(program, changed=True, details=details)
+        return True
+
+    return rewrite_each(program, lambda n: _broadcast_constants(program, n), expand)

@@ -13,7 +13,7 @@ import torch
 from torch.export import ExportedProgram
 
 from mirror.passes.base import PassResult, register
-from mirror.passes.graph_utils import pick_nodes
+from mirror.passes.graph_utils import rewrite_each
 
 _POOLS = (torch.ops.aten.max_pool2d.default, torch.ops.aten.avg_pool2d.default)
 
@@ -25,16 +25,14 @@ def _missing_stride(node: torch.fx.Node) -> bool:
     return not stride
 
 
+def _write_stride(_: ExportedProgram, node: torch.fx.Node) -> None:
+    kwargs = dict(node.kwargs)
+    kwargs.pop("stride", None)
+    node.args = (node.args[0], node.args[1], list(node.args[1]), *node.args[3:])
+    node.kwargs = kwargs
+
+
 @register("explicit_pool_stride")
 def explicit_pool_stride(program: ExportedProgram) -> PassResult:
-    new, nodes, details = pick_nodes(program, _missing_stride)
-    if new is None:
-        return PassResult(program, changed=False, details=details)
-    program = new
-    for node in nodes:
-        kwargs = dict(node.kwargs)
-        kwargs.pop("stride", None)
-        node.args = (node.args[0], node.args[1], list(node.args[1]), *node.args[3:])
-        node.kwargs = kwargs
-    program.graph_module.recompile()
-    return PassResult(program, changed=True, details=details)
+    # Only arguments change: the graph is recompiled, its state kept as it is.
+    return rewrite_each(program, _missing_stride, _write_stride, prune=False)

@@ -17,7 +17,7 @@ from torch.export import ExportedProgram
 from torch.fx import Node
 
 from mirror.passes.base import PassResult, register
-from mirror.passes.graph_utils import pick_nodes, prune_unused_state
+from mirror.passes.graph_utils import rewrite_each
 from mirror.passes.rank_legalization import Builder
 
 aten = torch.ops.aten
@@ -56,15 +56,12 @@ def _as_cat(program: ExportedProgram, node: Node, dim: int, start: int, end: int
     return parts[0] if len(parts) == 1 else b.call(aten.cat.default, parts, dim)
 
 
+def _replace(program: ExportedProgram, node: Node) -> None:
+    node.replace_all_uses_with(_as_cat(program, node, *_bounds(node)))
+
+
 @register("scatter_as_cat")
 def scatter_as_cat(program: ExportedProgram) -> PassResult:
-    new, nodes, details = pick_nodes(
-        program, lambda n: n.op == "call_function" and n.target in _SCATTERS and _bounds(n) is not None
+    return rewrite_each(
+        program, lambda n: n.op == "call_function" and n.target in _SCATTERS and _bounds(n) is not None, _replace
     )
-    if new is None:
-        return PassResult(program, changed=False, details=details)
-    program = new
-    for node in nodes:
-        node.replace_all_uses_with(_as_cat(program, node, *_bounds(node)))
-    prune_unused_state(program)
-    return PassResult(program, changed=True, details=details)
