@@ -6,6 +6,7 @@ so it imports nothing but the standard library.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -56,3 +57,37 @@ def atomic_path(final: Path) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+# Below this much free space a converter's failure is blamed on the disk: converters stage
+# whole models (hundreds of MB for the default graphs) in the system temp folder and beside
+# the output, and on a full disk they fail with their own messages (a protobuf or MIL error,
+# not "no space").
+LOW_SPACE = 64 << 20
+
+
+def space_problem(exc: BaseException, *folders: str | Path) -> str:
+    """Why a library's failure is the disk's, in one line, or '' when it is not.
+
+    The disk is to blame when an ENOSPC error is anywhere in the exception's chain, or
+    when a folder the library wrote to (``folders`` and the system temp folder, where
+    coremltools and litert-torch stage their files) has under ``LOW_SPACE`` free.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            where = f" writing {e.filename}" if e.filename else ""
+            return f"no space left on the device{where}; free some space or choose another output folder"
+        e = e.__cause__ or e.__context__
+    temp = tempfile.gettempdir()
+    for folder in (*folders, temp):
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            continue
+        if free < LOW_SPACE:
+            hint = " (set TMPDIR to a folder on a disk with room)" if str(folder) == temp else ""
+            return f"only {free >> 20} MiB free in {folder}; free some space{hint}"
+    return ""

@@ -19,6 +19,7 @@ from typing import Any
 
 from mirror import MirrorError, __version__
 from mirror.compiler.progress import clear_stop, request_stop
+from mirror.files import space_problem
 
 # name -> module; the order is the order of `mirror --help`.
 COMMANDS: dict[str, str] = {
@@ -70,9 +71,9 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 
 def _os_error(exc: OSError) -> str:
-    where = f" writing {exc.filename}" if exc.filename else ""
     if exc.errno == errno.ENOSPC:
-        return f"no space left on the device{where}; free some space or choose another output folder"
+        return space_problem(exc)
+    where = f" writing {exc.filename}" if exc.filename else ""
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"not allowed{where} ({exc.strerror}); choose a writable output folder"
     return f"{exc.strerror or exc}{where}"

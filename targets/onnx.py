@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from mirror import MirrorError, one_line
-from mirror.files import atomic_path, sha256_of, size_of
+from mirror.files import atomic_path, sha256_of, size_of, space_problem
 from mirror.passes.base import PipelineSpec
 from mirror.passes.registry import lowering_passes
 from mirror.precisions import for_target
@@ -414,7 +414,7 @@ def _onnx_program(
     except MirrorError:
         raise
     except Exception as exc:  # noqa: BLE001 - one clear line for the user
-        raise MirrorError(f"ONNX export of {graph} failed: {one_line(exc)}") from exc
+        raise MirrorError(f"ONNX export of {graph} failed: {space_problem(exc) or one_line(exc)}") from exc
 
 
 def simplify_onnx(model: Any) -> tuple[Any, str | None]:

@@ -299,6 +299,49 @@ def _disk_full_on(monkeypatch, suffixes: tuple[str, ...]) -> None:
     monkeypatch.setattr(Path, "write_bytes", write_bytes)
 
 
+def test_a_library_failing_on_a_full_disk_is_blamed_on_the_disk(tmp_path, monkeypatch):
+    """Converters stage whole models in the temp folder and fail there with their own
+    messages; the toolkit's line says the disk is full (an ENOSPC anywhere in the chain, or
+    too little room where the library writes) and what to do, and leaves no package."""
+    import errno
+    import shutil
+    import tempfile
+
+    from mirror.files import LOW_SPACE, space_problem
+    from mirror.targets.coreml import CoreMLEmitter
+
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/x.bin")
+    except OSError as inner:
+        try:
+            raise RuntimeError("Error in saving the MIL program") from inner
+        except RuntimeError as outer:
+            assert space_problem(outer) == ("no space left on the device writing /tmp/x.bin; "
+                                            "free some space or choose another output folder")
+    assert space_problem(RuntimeError("unsupported op")) == ""  # a real converter error stays its own
+
+    class Package:
+        def save(self, path: str) -> None:
+            Path(path).mkdir()
+            (Path(path) / "weight.bin").write_bytes(b"half")
+            raise RuntimeError("protobuf serialization failed")
+
+    real = shutil.disk_usage
+    temp = tempfile.gettempdir()
+
+    def disk_usage(path):
+        usage = real(path)
+        return usage._replace(free=LOW_SPACE // 8) if str(path) == temp else usage
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    final = tmp_path / "warp.mlpackage"
+    with pytest.raises(MirrorError) as err:
+        CoreMLEmitter()._save(Package(), final, {})
+    assert str(err.value) == (f"Core ML target: saving warp.mlpackage failed: only 8 MiB free in {temp}; "
+                              "free some space (set TMPDIR to a folder on a disk with room)")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written is left
+
+
 @pytest.mark.slow
 def test_a_full_disk_during_compile_is_one_line_and_leaves_the_build_as_it_was(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(TESTS))
