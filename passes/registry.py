@@ -19,6 +19,7 @@ from mirror.passes import (  # noqa: F401
     conv_batch_norm,
     core_aten,
     float_clamp_bounds,
+    gather_as_select,
     gpu_grid_sample,
     index_as_select,
     litert_constant_operands,

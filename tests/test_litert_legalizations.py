@@ -3,9 +3,10 @@ with broadcast constant branches, each rewritten exactly (to float32 rounding)."
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from mirror.passes.base import run_pipeline
+from mirror.passes.base import get_pass, run_pipeline
 from mirror.passes.constant_folding import lifted_value
 
 aten = torch.ops.aten
@@ -103,3 +104,114 @@ def test_select_at_a_runtime_scalar_compiles_onto_the_gpu(tmp_path, monkeypatch)
     assert tflite["parity"]["litert-cpu"]["max_abs"] <= 1e-5
     coreml = next(a for a in report["artifacts"] if a["target"] == "coreml")
     assert coreml["parity"]["coreml-mil"]["max_abs"] <= 1e-5
+
+
+class _Gather(torch.nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return torch.gather(x, self.dim, idx)
+
+
+def _gathers(program) -> list[str]:
+    return [n.name for n in program.graph.nodes if n.target is aten.gather.default]
+
+
+def test_gather_becomes_an_exact_one_hot_select():
+    """``torch.gather`` at a runtime index (RowPeaks, and gathers along every dimension with an
+    index smaller than x in the other dimensions): no gather left, nothing above rank 4, and
+    bit-identical outputs in float32."""
+    from user_models import row_peaks
+
+    model, (x,) = row_peaks()
+    result = get_pass("litert::gather_as_select")(torch.export.export(model, (x,)))
+    assert result.details == {"rewritten": ["gather"]}
+    new = result.program
+    assert not _gathers(new)
+    assert all(n.meta["val"].dim() <= 4 for n in new.graph.nodes if isinstance(n.meta.get("val"), torch.Tensor))
+    run = new.module()
+    for seed in range(4):
+        probe = torch.randn(1, 3, 16, 12, generator=torch.Generator().manual_seed(seed)) * 3
+        assert torch.equal(run(probe), model(probe)), seed
+    for shape, dim, index in [((2, 5, 7, 3), 1, (2, 9, 7, 3)), ((2, 5, 7, 3), -2, (1, 4, 3, 2)),
+                              ((6, 9), 0, (2, 9)), ((6, 9), 1, (4, 3)), ((10,), 0, (4,))]:  # fmt: skip
+        x, idx = torch.randn(shape), torch.randint(0, shape[dim], index)
+        new = get_pass("litert::gather_as_select")(torch.export.export(_Gather(dim), (x, idx))).program
+        assert not _gathers(new)
+        assert torch.equal(new.module()(x, idx), torch.gather(x, dim, idx)), (shape, dim, index)
+
+
+def test_gather_as_select_is_exact_in_float16_up_to_2048():
+    """The program exported in float16 (what a phone's GPU computes in) casts the index and
+    compares it with arange(K) in float16. At K = 2048 every position is an exact float16, so
+    the select picks exactly x's float16 value: the only difference from the float32
+    reference is x's rounding to float16, at most half an ulp, 2**-12 for |x| < 1."""
+    x = torch.rand(2, 2048, 3) * 2 - 1
+    idx = torch.randint(0, 2048, (2, 300, 2))
+    idx[0, :4, 0] = torch.tensor([2047, 2046, 1024, 0])
+    program = torch.export.export(_Gather(1), (x.half(), idx))
+    new = get_pass("litert::gather_as_select")(program).program
+    assert not _gathers(new)
+    got = new.module()(x.half(), idx)
+    assert got.dtype == torch.float16
+    assert torch.equal(got, torch.gather(x.half(), 1, idx))
+    assert float((got.float() - torch.gather(x, 1, idx)).abs().max()) <= 2**-12
+
+
+def test_gather_past_float16_or_the_budget_is_left():
+    """K = 2049 (the positions 2048 and 2049 are the same float16) and a one-hot product over
+    MAX_ELEMENTS (2**22) keep their gather, named under "left" for the CPU fallback report."""
+    from mirror.passes.gather_as_select import MAX_ELEMENTS
+
+    assert torch.tensor(2049.0).half() == torch.tensor(2048.0).half()
+    wide = (torch.rand(2, 2049), torch.randint(0, 2049, (2, 4)))
+    big = (torch.rand(2, 2048), torch.randint(0, 2048, (2, 1025)))
+    assert big[1].numel() * 2048 > MAX_ELEMENTS
+    for x, idx in (wide, big):
+        program = torch.export.export(_Gather(1), (x, idx))
+        result = get_pass("litert::gather_as_select")(program)
+        assert result.details["left"] == ["gather"] and _gathers(result.program) == ["gather"]
+        assert torch.equal(result.program.module()(x, idx), torch.gather(x, 1, idx))
+
+
+@pytest.mark.slow
+@pytest.mark.gpu_delegate
+def test_gather_as_select_runs_whole_on_the_gpu_delegate(tmp_path):
+    """RowPeaks through the LiteRT pipeline: stock, its GATHER_ND (and rank-5 index ops) fall
+    back to the CPU; with the pass after index_as_select the .tflite holds no GATHER_ND and
+    runs whole on the real delegate, one partition, matching PyTorch."""
+    import numpy as np
+    from user_models import row_peaks
+
+    from mirror.passes.registry import PIPELINES
+    from mirror.runners.litert import run_litert_once
+    from mirror.runners.tflite_file import read_tflite
+    from mirror.runners.vulkan import find_vulkan_driver
+    from mirror.targets.gpu_delegate import verify_gpu_delegate
+    from mirror.targets.tflite import TFLiteEmitter, convert_to_bytes
+
+    driver = find_vulkan_driver()
+    if not driver.found:
+        pytest.skip(f"LiteRT's GPU delegate needs a Vulkan driver: {driver.reason}")
+    model, (x,) = row_peaks()
+    with torch.no_grad():
+        want = model(x).numpy()
+    program = torch.export.export(model, (x,))
+    stock = list(TFLiteEmitter().pipeline("native"))
+    at = [name for name, _ in stock].index("index_as_select") + 1
+    verdicts = {}
+    for name, pipeline in (("stock", stock), ("select", [*stock[:at], ("litert::gather_as_select", {}), *stock[at:]])):
+        new, _ = run_pipeline(program, [*PIPELINES["default"], *pipeline], "m")
+        path = tmp_path / f"{name}.tflite"
+        path.write_bytes(convert_to_bytes(new, (x,), ["x"], ["picked"], "m"))
+        verdicts[name] = verify_gpu_delegate(path, mode="delegate")
+        verdicts[name]["ops"] = {op.name for op in read_tflite(path).ops}
+    assert "GATHER_ND" in verdicts["stock"]["ops"] and not verdicts["stock"]["fully_accelerated"]
+    gpu = verdicts["select"]
+    assert "GATHER_ND" not in gpu["ops"] and "EQUAL" in gpu["ops"]
+    assert gpu["fully_accelerated"] and gpu["ops_on_gpu"] == gpu["ops_total"] and gpu["partitions"] == 1, gpu
+    child = run_litert_once(tmp_path / "select.tflite", accelerator="gpu", inputs={"x": x.numpy()}, driver=driver)
+    assert child.ok and child.result["fully_accelerated"], child.error
+    assert float(np.abs(next(iter(child.outputs.values())) - want).max()) <= 1e-5

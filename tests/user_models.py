@@ -172,6 +172,30 @@ def row_pick():
     return RowPick().eval(), (torch.randn(1, 3, 16, 16),)
 
 
+class RowPeaks(nn.Module):
+    """A keypoint head that reads, for every channel and column of its feature map, the
+    features at two rows its score maps point to: ``torch.gather`` along the rows with an
+    index computed from the input. litert-torch lowers the gather to GATHER_ND, which
+    LiteRT's GPU delegate refuses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(3, 8, 3, padding=1)
+        self.scores = nn.Conv2d(3, 16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        n, c, h, w = f.shape
+        where = torch.sigmoid(self.scores(x)).mean(dim=2, keepdim=True)  # [N, 2C, 1, W] in (0, 1)
+        rows = (where * h).clamp(0, h - 1).long().view(n, c, 2, w)  # two rows per channel and column
+        return torch.gather(f, 2, rows)
+
+
+def row_peaks():
+    torch.manual_seed(0)
+    return RowPeaks().eval(), (torch.randn(1, 3, 16, 12),)
+
+
 class CubeStem(nn.Module):
     """A ResNet-style stem whose max-pool output is [1, 16, 16, 16]: channels = height = width,
     so LiteRT's NHWC tensor has the reference's NCHW shape."""
