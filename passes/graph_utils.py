@@ -110,7 +110,8 @@ def rewrite_each(
     """A pass that rewrites, one by one, the nodes ``predicate`` picks, on a deep copy.
 
     ``rewrite(program, node)`` gets the copy and its node, in graph order; when it returns
-    False the node is left as it is and named in ``details["left"]``. Then
+    False the node is left as it is and named in ``details["left"]`` instead of
+    ``details["rewritten"]`` (all left: the input, unchanged). Then
     ``prune_unused_state`` (dead nodes, unread state, recompile), or with ``prune=False``
     only a recompile. Details are ``pick_nodes``'; nothing picked: the input, unchanged.
     """
@@ -120,6 +121,10 @@ def rewrite_each(
     for node in nodes:
         if rewrite(new, node) is False:
             details.setdefault("left", []).append(node.name)
+    left = set(details.get("left", ()))
+    details["rewritten"] = [name for name in details["rewritten"] if name not in left]
+    if not details["rewritten"]:  # every picked node was left: the input stands
+        return PassResult(program, changed=False, details=details)
     if prune:
         prune_unused_state(new)
     else:

@@ -354,25 +354,40 @@ def _from_delegate(
     return out
 
 
-def locate_sources(result: dict[str, Any], path: Path | str, program: Any) -> dict[str, Any]:
+def locate_sources(result: dict[str, Any], path: Path | str, program: Any,
+                   output_names: list[str] | None = None) -> dict[str, Any]:
     """Give each refused-op group of ``result`` its ``source``: the lines of the user's model
     its ops come from (through the FX node each tensor name carries, and that node's stack
-    trace in ``program``, the exported program the artifact was converted from)."""
+    trace in ``program``, the exported program the artifact was converted from).
+
+    A model output's tensor carries the output's name instead of its node's; with the
+    artifact's ``output_names`` (in the program's output order) those are found too."""
     from mirror.passes.graph_utils import source_line  # imports torch: only when there is a program
 
     graph = read_tflite(path)
     nodes = {n.name: n for n in program.graph.nodes}
+    by_tensor = _output_nodes(graph, program, output_names or [])
     for group in result.get("unsupported", []):
         lines: list[str] = []
         for i in group.get("indices", []):
             for t in graph.ops[i].outputs:
-                node = nodes.get(fx_node(graph.tensors[t].name)) if t >= 0 else None
+                node = by_tensor.get(t) or (nodes.get(fx_node(graph.tensors[t].name)) if t >= 0 else None)
                 line = source_line(node) if node is not None else ""
                 if line and line not in lines:
                     lines.append(line)
         if lines:
             group["source"] = lines
     return result
+
+
+def _output_nodes(graph: Any, program: Any, output_names: list[str]) -> dict[int, Any]:
+    """Tensor index -> the FX node that makes it, for the artifact's signature outputs."""
+    from torch.export.graph_signature import OutputKind
+
+    made = [spec.arg.name for spec in program.graph_signature.output_specs if spec.kind == OutputKind.USER_OUTPUT]
+    nodes = {n.name: n for n in program.graph.nodes}
+    by_name = dict(zip(output_names, made, strict=False))
+    return {t: nodes[by_name[name]] for name, t in graph.signature_outputs if by_name.get(name) in nodes}
 
 
 def format_report(result: dict[str, Any]) -> str:

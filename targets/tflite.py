@@ -277,6 +277,7 @@ class TFLiteEmitter(EmitterBase):
             ("legalize_rank", {}),
             ("scatter_as_cat", {}),
             ("index_as_select", {}),
+            ("litert::gather_as_select", {}),
             ("litert::log_softmax", {}),
             ("litert::matmul_constant_lhs", {}),
             ("litert::select_operands", {}),
@@ -341,7 +342,7 @@ class TFLiteEmitter(EmitterBase):
         result = verify_gpu_delegate(artifact.path, mode=mode, runner=loaded)
         if result.get("unsupported") and self._float_cache is not None:
             # The program this artifact was just converted from names the user's lines.
-            locate_sources(result, artifact.path, self._float_cache[0])
+            locate_sources(result, artifact.path, self._float_cache[0], artifact.output_names)
         return result
 
     def _float_model(

@@ -59,24 +59,25 @@ def expand_head():
 
 
 class GatherHead(nn.Module):
-    """Reorders channels per pixel with ``torch.gather`` and a fixed index map, as some
-    attention and permutation code does: litert-torch lowers it to GATHER_ND, which LiteRT's
-    GPU delegate refuses, so part of the model stays on the CPU."""
+    """Picks 8 fixed positions per channel out of a 64x64 map's 4096 with ``torch.gather``,
+    as keypoint and sampling heads do. The gathered dimension is longer than float16 counts
+    exactly (2048), so ``litert::gather_as_select`` leaves it, litert-torch lowers it to
+    GATHER_ND, which LiteRT's GPU delegate refuses, and part of the model stays on the CPU."""
 
     mirror_name = "gatherhead"
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.register_buffer("order", torch.tensor([3, 1, 2, 0]).view(1, 4, 1, 1).repeat(1, 1, 16, 12))
+        self.register_buffer("where", (torch.arange(32).view(1, 4, 8) * 127) % 4096)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.gather(self.conv(image), 1, self.order)
+        return torch.gather(self.conv(image).flatten(2), 2, self.where)
 
 
 def gather_head():
     torch.manual_seed(0)
-    return GatherHead().eval(), (torch.rand(1, 3, 16, 12) * 2 - 1,), ["image"], ["reordered"]
+    return GatherHead().eval(), (torch.rand(1, 3, 64, 64) * 2 - 1,), ["image"], ["picked"]
 
 
 class ResizeDecoder(nn.Module):
