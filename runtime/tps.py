@@ -128,15 +128,23 @@ class TPS:
         wk = np.ascontiguousarray((0.5 * self.coef[:n]).T, dtype=np.float32)
         return xn, yn, self.ctrl.astype(np.float32), wk, self.coef[n:].astype(np.float32)
 
-    def points_at(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Evaluate at scattered pixels (xs[i], ys[i]) in float32, as grid_at does: (map_x, map_y) [M]."""
+    def points_at(self, xs: np.ndarray, ys: np.ndarray,
+                  chunk_elems: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+        """Evaluate at scattered pixels (xs[i], ys[i]) in float32, as grid_at does: (map_x, map_y) [M].
+
+        In chunks of about `chunk_elems` kernel values, so the [N, points] temporaries stay small.
+        """
         xn, yn, c, wk, a = self._float32(xs, ys)
-        r2 = (xn[None, :] - c[:, 0, None]) ** 2 + _TINY32  # [N,M]
-        r2 += (yn[None, :] - c[:, 1, None]) ** 2
-        u = np.log(r2)
-        u *= r2
-        out = wk @ u
-        out += a[0][:, None] + a[1][:, None] * xn + a[2][:, None] * yn
+        out = np.empty((2, len(xn)), np.float32)
+        step = max(1, chunk_elems // max(1, self.n))
+        for s in range(0, len(xn), step):
+            px, py = xn[s : s + step], yn[s : s + step]
+            r2 = (px[None, :] - c[:, 0, None]) ** 2 + _TINY32  # [N, points]
+            r2 += (py[None, :] - c[:, 1, None]) ** 2
+            u = np.log(r2)
+            u *= r2
+            o = np.matmul(wk, u, out=out[:, s : s + step])
+            o += a[0][:, None] + a[1][:, None] * px + a[2][:, None] * py
         return out[0], out[1]
 
     def _near_control_points(self, x0: int, y0: int, width: int, height: int,
