@@ -12,7 +12,7 @@ import pytest
 from mirror import MirrorError
 from mirror.runtime.preview import run_preview
 from mirror.runtime.remap import remap
-from mirror.runtime.replay import KeyframeRequest, replay
+from mirror.runtime.replay import KeyframeRequest, replay, replay_grid_step
 from mirror.runtime.store import FORMAT, VERSION, open_store, write_store
 from mirror.runtime.synthetic import Motion, cached_clip
 
@@ -152,6 +152,19 @@ def test_replay_calls_the_dnn_only_on_keyframes_and_tracks_the_garment(store: Pa
         outside = np.ones((960, 540), bool)
         outside[max(0, y0) : y0 + h, max(0, x0) : x0 + w] = False
         assert np.array_equal(out[t][outside], frames[t][outside])
+
+
+def test_the_default_lattice_grid_replays_what_the_exact_grid_does(store: Path, preview) -> None:
+    """The synthetic body box (310x488) takes Runtime's step-4 lattice grid by default; the
+    frames it composites differ from the exact grid's by rounding only: the grids are within
+    a thousandth of a pixel, so a bicubic sample moves by a fraction of a level."""
+    _, frames, res = preview
+    x0, y0, w, h = (int(round(v)) for v in res.boxes[1])
+    assert replay_grid_step(w * h) == 4
+    fast = replay(store, _invert_tryon([]), frames).astype(int)
+    exact = replay(store, _invert_tryon([]), frames, grid_step=1).astype(int)
+    diff = np.abs(fast - exact)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
 
 
 def test_replay_rejects_mismatched_inputs(store: Path, preview) -> None:
