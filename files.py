@@ -91,3 +91,11 @@ def space_problem(exc: BaseException, *folders: str | Path) -> str:
             hint = " (set TMPDIR to a folder on a disk with room)" if str(folder) == temp else ""
             return f"only {free >> 20} MiB free in {folder}; free some space{hint}"
     return ""
+
+
+def failure_reason(exc: BaseException, *folders: str | Path) -> str:
+    """A library's failure in one line: the disk's (space_problem) if it is to blame,
+    else ``Type: first line of the message``."""
+    from mirror import one_line
+
+    return space_problem(exc, *folders) or one_line(exc)

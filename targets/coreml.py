@@ -69,8 +69,8 @@ from typing import Any
 
 import numpy as np
 
-from mirror import MirrorError, one_line
-from mirror.files import atomic_path, space_problem
+from mirror import MirrorError
+from mirror.files import atomic_path, failure_reason
 from mirror.passes.base import PipelineSpec
 from mirror.passes.registry import lowering_passes
 from mirror.precisions import for_target
@@ -270,7 +270,7 @@ class CoreMLEmitter(EmitterBase):
                 with _quiet():
                     mlmodel.save(str(tmp))
             except Exception as exc:  # noqa: BLE001
-                why = space_problem(exc, final.parent) or one_line(exc)
+                why = failure_reason(exc, final.parent)
                 raise MirrorError(f"Core ML target: saving {final.name} failed: {why}") from exc
             if self.reproducible:
                 info["conversion_date"] = make_reproducible(tmp)
@@ -333,7 +333,7 @@ class CoreMLEmitter(EmitterBase):
                     skip_model_load=True,
                 )
         except Exception as exc:  # noqa: BLE001 - one clear line for the user
-            raise MirrorError(f"Core ML conversion of {graph} failed: {space_problem(exc) or one_line(exc)}") from exc
+            raise MirrorError(f"Core ML conversion of {graph} failed: {failure_reason(exc)}") from exc
         record_module_paths(mlmodel, paths)
         return mlmodel, kept
 
@@ -414,8 +414,7 @@ def _compress(mlmodel: Any, precision: str, weight_threshold: int, graph: str) -
                     "granularity": "per_tensor",
                 }
     except Exception as exc:  # noqa: BLE001
-        why = space_problem(exc) or one_line(exc)
-        raise MirrorError(f"Core ML {precision} compression of {graph} failed: {why}") from exc
+        raise MirrorError(f"Core ML {precision} compression of {graph} failed: {failure_reason(exc)}") from exc
     return out, desc
 
 

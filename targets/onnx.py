@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from mirror import MirrorError, one_line
-from mirror.files import atomic_path, sha256_of, size_of, space_problem
+from mirror.files import atomic_path, failure_reason, sha256_of, size_of
 from mirror.passes.base import PipelineSpec
 from mirror.passes.registry import lowering_passes
 from mirror.precisions import for_target
@@ -230,8 +230,9 @@ class ONNXEmitter(EmitterBase):
                 try:
                     write_ort_format(tmp, tmp_ort, optimization=self.ort_optimization)
                 except Exception as exc:  # noqa: BLE001 - reported as one line
+                    why = failure_reason(exc)
                     raise MirrorError(
-                        f"ONNX target: could not write the ORT-format model for {graph} ({precision}): {one_line(exc)}"
+                        f"ONNX target: could not write the ORT-format model for {graph} ({precision}): {why}"
                     ) from exc
                 info["ort_s"] = round(time.perf_counter() - t, 3)
         if self.ort_format:
@@ -414,7 +415,7 @@ def _onnx_program(
     except MirrorError:
         raise
     except Exception as exc:  # noqa: BLE001 - one clear line for the user
-        raise MirrorError(f"ONNX export of {graph} failed: {space_problem(exc) or one_line(exc)}") from exc
+        raise MirrorError(f"ONNX export of {graph} failed: {failure_reason(exc)}") from exc
 
 
 def simplify_onnx(model: Any) -> tuple[Any, str | None]:

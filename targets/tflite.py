@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from mirror import MirrorError, one_line
-from mirror.files import atomic_path, size_of, space_problem
+from mirror import MirrorError
+from mirror.files import atomic_path, failure_reason, size_of
 from mirror.passes.base import PipelineSpec
 from mirror.passes.litert_gather import count_index_selects, count_litert_gathers
 from mirror.passes.registry import lowering_passes
@@ -146,8 +146,7 @@ def convert_to_bytes(
     try:
         edge = lt.signature(signature_key, module, sample_kwargs=kwargs).convert(lightweight_conversion=True)
     except Exception as exc:  # noqa: BLE001 - one clear line; the compile goes on with the other targets
-        why = space_problem(exc) or one_line(exc)
-        raise MirrorError(f"LiteRT conversion of {signature_key} failed: {why}") from exc
+        raise MirrorError(f"LiteRT conversion of {signature_key} failed: {failure_reason(exc)}") from exc
     return bytes(edge.model_content())
 
 
