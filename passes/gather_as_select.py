@@ -39,17 +39,13 @@ from torch.fx import Node
 from mirror.passes.base import PassResult, register
 from mirror.passes.constant_folding import add_constant
 from mirror.passes.graph_utils import rewrite_each
-from mirror.passes.rank_legalization import MAX_RANK, Builder
+from mirror.passes.rank_legalization import MAX_RANK, Builder, shape_of
 from mirror.passes.sampling import FP16_EXACT_LIMIT
 
 aten = torch.ops.aten
 # R*J*K, the size of the one-hot mask and of its product with x: both are materialized, so
 # 2**22 elements is 16 MiB each in float32 on the phone's GPU. A larger gather stays on the CPU.
 MAX_ELEMENTS = 1 << 22
-
-
-def _shape(node: Node) -> list[int]:
-    return list(node.meta["val"].shape)
 
 
 def _gather(node: Node) -> bool:
@@ -69,7 +65,7 @@ def _fits(node: Node) -> bool:
 def _cut(b: Builder, x: Node, sizes: list[int]) -> Node:
     """``x`` cut down to ``sizes``; SLICE runs on a view of rank >= 3 (the GPU delegate
     slices 3-D and 4-D tensors only)."""
-    shape = _shape(x)
+    shape = shape_of(x)
     if shape == sizes:
         return x
     lead = max(0, 3 - len(shape))
@@ -90,9 +86,9 @@ def _select(program: ExportedProgram, node: Node) -> bool:
     b = Builder(program, node)
     x, dim, idx = node.args[:3]
     dtype = x.meta["val"].dtype
-    sizes = _shape(idx)
+    sizes = shape_of(idx)
     dim %= len(sizes)
-    k, j = _shape(x)[dim], sizes[dim]
+    k, j = shape_of(x)[dim], sizes[dim]
     x = _cut(b, x, [k if d == dim else s for d, s in enumerate(sizes)])
     order = [d for d in range(len(sizes)) if d != dim] + [dim]
     rows = math.prod(sizes[d] for d in order[:-1])

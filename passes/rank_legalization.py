@@ -44,7 +44,8 @@ _CLONE = aten.clone.default
 _ALIASES = {_CLONE, aten.alias.default}  # no-op copies: their users read the input instead
 
 
-def _shape(node: Any) -> list[int]:
+def shape_of(node: Any) -> list[int]:
+    """A node's static shape, from its fake value."""
     return list(node.meta["val"].shape)
 
 
@@ -70,7 +71,7 @@ class Builder:
         return node
 
     def reshape(self, x: Node, shape: list[int]) -> Node:
-        if _shape(x) == list(shape):
+        if shape_of(x) == list(shape):
             return x
         value = lifted_value(self.program, x)
         if value is not None:  # a constant is stored in the shape it is read in
@@ -82,7 +83,7 @@ class Builder:
 
 def _permute(b: Builder, x: Node, perm: list[int]) -> Node:
     """``x.permute(perm)`` through tensors of rank <= 4."""
-    shape = _shape(x)
+    shape = shape_of(x)
     pos = {d: i for i, d in enumerate(d for d in range(len(shape)) if shape[d] != 1)}
     groups: list[list[int]] = []
     for d in (d for d in perm if shape[d] != 1):  # size-1 dimensions go anywhere
@@ -121,12 +122,12 @@ def _coalesce(shapes: list[list[int]], out: list[int]) -> list[list[int]] | None
 
 def _elementwise(b: Builder, node: Node) -> Node | None:
     """A pointwise op with broadcasting, run on the merged dimensions."""
-    out = _shape(node)
+    out = shape_of(node)
     args = list(node.args)
     operands = [i for i, a in enumerate(args) if isinstance(a, Node)]
 
     def aligned(a: Node) -> list[int]:
-        return [1] * (len(out) - len(_shape(a))) + _shape(a)
+        return [1] * (len(out) - len(shape_of(a))) + shape_of(a)
 
     groups = _coalesce([aligned(args[i]) for i in operands], out)
     if groups is None:  # a constant operand that broadcasts differently is stored at full size
@@ -151,23 +152,23 @@ def _split3(shape: list[int], dim: int) -> list[int]:
 
 def _along(b: Builder, node: Node) -> Node | None:
     """slice, select, cat, stack and (log-)softmax along one dimension, on 3-D views."""
-    t, out = node.target, _shape(node)
+    t, out = node.target, shape_of(node)
     if t in (aten.cat.default, aten.stack.default):
         xs, dim = node.args[0], node.args[1] if len(node.args) > 1 else 0
         rank = len(out)
         dim %= rank
-        parts = [b.reshape(x, _split3(_shape(x), dim) if t is aten.cat.default
+        parts = [b.reshape(x, _split3(shape_of(x), dim) if t is aten.cat.default
                            else [math.prod(out[:dim]), 1, math.prod(out[dim + 1 :])]) for x in xs]  # fmt: skip
         return b.reshape(b.call(aten.cat.default, parts, 1), out)
-    x, dim = node.args[0], node.args[1] % len(_shape(node.args[0]))
-    flat = b.reshape(x, _split3(_shape(x), dim))
+    x, dim = node.args[0], node.args[1] % len(shape_of(node.args[0]))
+    flat = b.reshape(x, _split3(shape_of(x), dim))
     if t is aten.select.int:
-        index = node.args[2] % _shape(x)[dim]
+        index = node.args[2] % shape_of(x)[dim]
         return b.reshape(b.call(aten.slice.Tensor, flat, 1, index, index + 1, 1), out)
     if t is aten.slice.Tensor:
         return b.reshape(b.call(aten.slice.Tensor, flat, 1, *node.args[2:]), out)
     if t is aten.narrow.default:
-        start = node.args[2] % _shape(x)[dim]
+        start = node.args[2] % shape_of(x)[dim]
         return b.reshape(b.call(aten.slice.Tensor, flat, 1, start, start + node.args[3], 1), out)
     return b.reshape(b.call(t, flat, 1, *node.args[2:]), out)
 
@@ -181,8 +182,8 @@ _REDUCE = {aten.sum.dim_IntList, aten.mean.dim, aten.amax.default, aten.amin.def
 
 def _reduction(b: Builder, node: Node) -> Node | None:
     """sum/mean/amax/amin over some dimensions, on merged runs of reduced and kept ones."""
-    x, out = node.args[0], _shape(node)
-    shape = _shape(x)
+    x, out = node.args[0], shape_of(node)
+    shape = shape_of(x)
     dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
     reduced = {d % len(shape) for d in dims} if dims else set(range(len(shape)))
     groups: list[list[int]] = []
@@ -208,7 +209,7 @@ def _rewrite(b: Builder, node: Node) -> Node | None:
     if t is aten.permute.default:
         return _permute(b, node.args[0], [d % len(node.args[1]) for d in node.args[1]])
     if t is aten.transpose.int:
-        perm = list(range(len(_shape(node.args[0]))))
+        perm = list(range(len(shape_of(node.args[0]))))
         i, j = (d % len(perm) for d in node.args[1:3])
         perm[i], perm[j] = perm[j], perm[i]
         return _permute(b, node.args[0], perm)
@@ -224,8 +225,8 @@ def _rewrite(b: Builder, node: Node) -> Node | None:
 
 
 def _elementwise_expand(b: Builder, node: Node) -> Node | None:
-    x, out = node.args[0], _shape(node)
-    s = [1] * (len(out) - len(_shape(x))) + _shape(x)
+    x, out = node.args[0], shape_of(node)
+    s = [1] * (len(out) - len(shape_of(x))) + shape_of(x)
     groups = _coalesce([s], out)
     if groups is None:
         return None
@@ -242,11 +243,11 @@ def _compose_views(program: ExportedProgram) -> int:
             continue
         src, chain_high = node.args[0], False
         while isinstance(src, Node) and src.op == "call_function" and (src.target in _VIEWS or src.target in _ALIASES):
-            chain_high = chain_high or len(_shape(src)) > MAX_RANK
+            chain_high = chain_high or len(shape_of(src)) > MAX_RANK
             src = src.args[0]
         if chain_high:
             b = Builder(program, node)
-            node.replace_all_uses_with(b.reshape(src, _shape(node)))
+            node.replace_all_uses_with(b.reshape(src, shape_of(node)))
             count += 1
     return count
 

@@ -366,7 +366,7 @@ def locate_sources(result: dict[str, Any], path: Path | str, program: Any,
 
     graph = read_tflite(path)
     nodes = {n.name: n for n in program.graph.nodes}
-    by_tensor = _output_nodes(graph, program, output_names or [])
+    by_tensor = _output_nodes(graph, program, nodes, output_names or [])
     for group in result.get("unsupported", []):
         lines: list[str] = []
         for i in group.get("indices", []):
@@ -380,12 +380,11 @@ def locate_sources(result: dict[str, Any], path: Path | str, program: Any,
     return result
 
 
-def _output_nodes(graph: Any, program: Any, output_names: list[str]) -> dict[int, Any]:
+def _output_nodes(graph: Any, program: Any, nodes: dict[str, Any], output_names: list[str]) -> dict[int, Any]:
     """Tensor index -> the FX node that makes it, for the artifact's signature outputs."""
     from torch.export.graph_signature import OutputKind
 
     made = [spec.arg.name for spec in program.graph_signature.output_specs if spec.kind == OutputKind.USER_OUTPUT]
-    nodes = {n.name: n for n in program.graph.nodes}
     by_name = dict(zip(output_names, made, strict=False))
     return {t: nodes[by_name[name]] for name, t in graph.signature_outputs if by_name.get(name) in nodes}
 
