@@ -21,8 +21,8 @@ checkpoint is not available offline; MediaPipe's BlazePose models are (see pose.
    around the last body box and takes the detection whose body square overlaps it
    most, so the model does not jump to another person; a frame whose body box does not
    overlap the previous one counts as lost too. After `forget_after` lost frames a
-   whole-frame scan (at most every `scan_every` frames: it costs ~0.1-0.5 s) may pick
-   anyone again.
+   whole-frame scan (on every `scan_every`-th frame of the clip: it costs ~0.1-0.5 s)
+   may pick anyone again.
 3. Parsing. The landmark model's segmentation logits are resampled onto the frame
    (logit > 0: person). Each person pixel takes the label of the body part whose
    skeleton is nearest, less the part's half-width: head (a disc around the face
@@ -77,14 +77,15 @@ class BodyModel:
         self._roi: Roi | None = None  # where to crop the next frame
         self._box: np.ndarray | None = None  # last body box (x0, y0, x1, y1)
         self._lost = 0  # frames since the person was last seen
-        self._since_scan = 0
+        self._frame = 0  # frames seen: whole-frame scans keep to a clock (see _redetect)
 
     def reset(self) -> None:
         """Forget the tracked person (a new clip)."""
-        self._roi, self._box, self._lost, self._since_scan = None, None, 0, 0
+        self._roi, self._box, self._lost, self._frame = None, None, 0, 0
         self.last_mask, self.last_landmarks = None, None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
+        self._frame += 1
         found = self._track(frame) if self._roi is not None else None
         if found is None:
             found = self._redetect(frame)
@@ -118,10 +119,12 @@ class BodyModel:
     def _redetect(self, frame: np.ndarray) -> Landmarks | None:
         if self._box is not None:
             return self._local_search(frame)
-        self._since_scan += 1
-        if self._since_scan < self.scan_every and self._lost:
-            return None  # whole-frame scans are costly: not on every frame of an empty stretch
-        self._since_scan = 0
+        # Whole-frame scans are costly: not on every frame of an empty stretch. They keep to
+        # the clip's clock (frames 1, 1 + scan_every, ...), not to when the person was lost,
+        # so two decodings of one clip (a colour conversion's rounding) that lose the
+        # person a frame apart still scan, and so re-acquire, on the same frames.
+        if (self._frame - 1) % self.scan_every:
+            return None
         return self._scan(frame)
 
     def _confirm(self, frame: np.ndarray, dets: list[Detection], limit: int = 3) -> Landmarks | None:

@@ -233,3 +233,27 @@ def test_selfie_segmentation_whole_on_the_real_gpu_delegate() -> None:
     (g,), (c,) = gpu.values(), cpu.values()
     assert np.abs(g - c).max() < 1e-3  # probabilities (measured 4.5e-5)
     assert ((g > 0.5) == (c > 0.5)).mean() > 0.999
+
+
+def test_whole_frame_scans_keep_to_the_clip_clock() -> None:
+    """Two decodings of one clip can lose the person at different frames (a colour
+    conversion's rounding moves a pose's presence across 0.5); once each has forgotten the
+    person, both must scan the whole frame, and so re-find someone, on the same frames."""
+    from mirror.runtime.body import BodyModel
+
+    def scan_frames(seen: tuple[int, ...]) -> list[int]:
+        model = BodyModel()
+        scans: list[int] = []
+        model._scan = lambda frame: scans.append(t) or None
+        model._local_search = lambda frame: None
+        blank = np.zeros((64, 64, 3), np.uint8)
+        for t in range(90):
+            if t in seen:  # the person was in view up to here: a box to search around
+                model._box, model._lost = np.array([10.0, 10.0, 30.0, 50.0]), 0
+            assert not model(blank).any()
+        return [t for t in scans if t > max(seen) + model.forget_after]
+
+    every = BodyModel().scan_every
+    a, b = scan_frames((5,)), scan_frames((5, 12))
+    assert a and a[-len(b):] == b, (a, b)
+    assert all(t % every == 0 for t in a)
