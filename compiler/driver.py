@@ -33,7 +33,7 @@ from mirror.compiler.baseline import BaselineJob
 from mirror.compiler.config import CompileConfig
 from mirror.compiler.progress import Progress
 from mirror.compiler.reuse import PreviousBuild, ReusePlan, stage_reused
-from mirror.compiler.units import CompileUnit, export_program, units_for
+from mirror.compiler.units import CompileUnit, export_program, feeds_of, units_for
 from mirror.files import sha256_of, size_of
 from mirror.passes.base import run_pipeline
 from mirror.passes.registry import PIPELINES
@@ -159,7 +159,7 @@ def _compile_graph(session: CompileSession, unit: CompileUnit) -> None:
         "inputs": {n: list(t.shape) for n, t in zip(unit.input_names, unit.example_inputs, strict=True)},
         "outputs": {n: list(v.shape) for n, v in want.items()},
     }
-    run = GraphRun(unit, [name for name, _ in shared], _numpy(unit, val_inputs), want)
+    run = GraphRun(unit, [name for name, _ in shared], feeds_of(unit, val_inputs), want)
     if any(precisions.get_recipe(p).needs_calibration for p in config.precisions):
         # Representative, image-like inputs of this graph.
         run.calibration = [unit.inputs(config.seed + CALIBRATION_SEED_OFFSET + k) for k in range(CALIBRATION_SAMPLES)]
@@ -270,10 +270,6 @@ def _graph_config_json(g: Any) -> dict[str, Any]:
     """A graph's settings as the report keeps them (``mirror validate`` rebuilds its reference from them)."""
     return {"name": g.name, "checkpoint": str(Path(g.checkpoint).resolve()) if g.checkpoint else None,
             "size": list(g.size) if g.size else None, "options": dict(g.options), "pipeline": g.pipeline}  # fmt: skip
-
-
-def _numpy(unit: CompileUnit, inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
-    return {n: t.detach().float().numpy() for n, t in zip(unit.input_names, inputs, strict=True)}
 
 
 def _publish(staging: Path, out: Path) -> None:

@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,8 +42,34 @@ class CompileUnit:
         """Validation inputs for ``seed`` (random, valid for each input's kind)."""
         if self.make_inputs is None:
             gen = torch.Generator().manual_seed(seed)
-            return tuple(torch.rand(t.shape, generator=gen, dtype=t.dtype) * 2 - 1 for t in self.example_inputs)
+            return tuple(random_like(t, gen) for t in self.example_inputs)
         return self.make_inputs(seed)
+
+
+def feeds_of(unit: CompileUnit, inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
+    """Inputs as the runners take them, by name: float32 for float inputs, their own dtype
+    for integer and boolean ones (class ids, indices: a float would not be accepted)."""
+    return {n: feed_array(t) for n, t in zip(unit.input_names, inputs, strict=True)}
+
+
+def feed_array(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    return (t.float() if t.is_floating_point() else t).numpy()
+
+
+def random_like(example: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A random tensor of ``example``'s shape and dtype, with values of its kind: integers
+    (class ids, indices, also when stored as floats) anywhere in the example's own range,
+    booleans at random, other floats in [-1, 1]."""
+    if example.dtype == torch.bool:
+        return torch.rand(example.shape, generator=gen) < 0.5
+    integral = not example.is_floating_point() or bool(torch.equal(example, example.round()))
+    if integral and example.numel() and example.min() < example.max():
+        lo, hi = int(example.min()), int(example.max())
+        return torch.randint(lo, hi + 1, example.shape, generator=gen).to(example.dtype)
+    if not example.is_floating_point():
+        return example.clone()  # one value throughout: nothing to vary
+    return torch.rand(example.shape, generator=gen, dtype=example.dtype) * 2 - 1
 
 
 def builtin_unit(cfg: GraphConfig, seed: int) -> CompileUnit:

@@ -32,7 +32,7 @@ from mirror.compiler.config import DEFAULT_PIPELINES, KNOWN_GRAPHS, GraphConfig
 from mirror.compiler.driver import emitter_for
 from mirror.compiler.localize import ReferenceCache, localize_artifact
 from mirror.compiler.progress import Progress
-from mirror.compiler.units import CompileUnit, builtin_unit, user_unit
+from mirror.compiler.units import CompileUnit, builtin_unit, feed_array, feeds_of, user_unit
 from mirror.files import sha256_of
 from mirror.precisions import get_recipe, names
 from mirror.targets.base import Artifact
@@ -176,13 +176,14 @@ def _feeds_and_reference(
     if inputs is not None:
         feeds = read_inputs(inputs, unit)
     else:
-        feeds = {n: t.detach().float().numpy() for n, t in zip(unit.input_names, unit.inputs(seed), strict=True)}
+        feeds = feeds_of(unit, unit.inputs(seed))
     ref = TorchReferenceRunner(unit.reference, unit.input_names, unit.output_names)
     return feeds, ref.run_tensors(tuple(torch.from_numpy(feeds[n]) for n in unit.input_names))
 
 
 def read_inputs(path: Path, unit: CompileUnit) -> dict[str, np.ndarray]:
-    """The user's inputs from an ``.npz``: one float array per input name, in the graph's shapes."""
+    """The user's inputs from an ``.npz``: one array per input name, in the graph's shapes
+    (float32, or the input's own dtype for an integer or boolean input)."""
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: np.asarray(data[k]) for k in data.files}
@@ -202,10 +203,11 @@ def read_inputs(path: Path, unit: CompileUnit) -> dict[str, np.ndarray]:
         a = arrays[name]
         if a.shape == tuple(example.shape[1:]):
             a = a[None]  # one sample without its batch axis
-        if a.shape != tuple(example.shape) or not np.issubdtype(a.dtype, np.number):
+        want_dtype = feed_array(example[:0]).dtype
+        if a.shape != tuple(example.shape) or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
             raise MirrorError(f"--inputs {path.name}: {name} is {a.dtype} {list(a.shape)}, "
-                              f"{unit.name} takes float {list(example.shape)}")  # fmt: skip
-        feeds[name] = np.ascontiguousarray(a, dtype=np.float32)
+                              f"{unit.name} takes {want_dtype} {list(example.shape)}")  # fmt: skip
+        feeds[name] = np.ascontiguousarray(a, dtype=want_dtype)
     return feeds
 
 

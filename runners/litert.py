@@ -38,7 +38,7 @@ WORKER = "mirror.runners.litert_worker"
 DEFAULT_TIMEOUT_S = 600.0
 _NP_DTYPES = {
     "FLOAT32": np.float32, "INT8": np.int8, "UINT8": np.uint8, "INT32": np.int32,
-    "FLOAT16": np.float16, "INT16": np.int16, "BOOL": np.bool_,
+    "FLOAT16": np.float16, "INT16": np.int16, "INT64": np.int64, "BOOL": np.bool_,
 }  # fmt: skip
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from mirror import MirrorError, one_line
+from mirror.runners.onnxruntime import ORT_NP
 from mirror.runners.tflite_file import fx_node, read_tflite
 from mirror.runners.tflite_file import module_path as litert_module_path
 
@@ -101,8 +102,7 @@ def onnxruntime_taps(path: Path, feeds: dict[str, np.ndarray]) -> list[Tap]:
         session = ort.InferenceSession(str(augmented), sess_options=so, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         dtypes = {i.name: i.type for i in session.get_inputs()}
-        arrays = {n: np.asarray(feeds[n], np.float16 if dtypes[n] == "tensor(float16)" else np.float32)
-                  for n in dtypes}  # fmt: skip
+        arrays = {n: np.asarray(feeds[n], ORT_NP.get(dtypes[n], np.float32)) for n in dtypes}
         values = dict(zip(names, session.run(names, arrays), strict=True))
     # The helper saves each tensor flattened, as an output named after it plus this suffix.
     saved_suffix = getattr(qdq_loss_debug, "_TENSOR_SAVE_POSTFIX", "_ReshapedSavedOutput")

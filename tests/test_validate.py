@@ -143,3 +143,39 @@ def test_an_artifacts_precision_comes_from_the_name_the_compiler_gave_it():
     assert precision_of(Path("warp_fp16.mlpackage")) == "fp16"
     assert precision_of(Path("my_model.onnx")) == "fp32"
     assert precision_of(Path("net.tflite")) == "fp32"
+
+
+def test_validation_inputs_keep_each_inputs_kind():
+    """A model's validation inputs are drawn like its example: class ids (int64, or integral
+    floats) over the example's own range, booleans as booleans, other floats in [-1, 1]; the
+    runners get integer inputs in their own dtype (an int64 input fed as float32 is refused
+    by onnxruntime and by the exported program)."""
+    import torch
+
+    from mirror.compiler.units import feed_array, random_like
+
+    gen = torch.Generator().manual_seed(0)
+    ids = random_like(torch.tensor([[0, 6], [3, 1]]), gen)
+    assert ids.dtype == torch.int64 and 0 <= int(ids.min()) and int(ids.max()) <= 6
+    many = random_like(torch.arange(7.0).view(1, 1, 7).expand(1, 64, 7), gen)
+    assert torch.equal(many, many.round()) and set(many.unique().tolist()) == set(range(7))
+    assert random_like(torch.zeros(3, dtype=torch.bool), gen).dtype == torch.bool
+    image = random_like(torch.rand(1, 3, 8, 8), gen)
+    assert not torch.equal(image, image.round()) and -1 <= float(image.min()) and float(image.max()) <= 1
+    assert feed_array(ids).dtype == np.int64 and feed_array(image.double()).dtype == np.float32
+
+
+def test_an_integer_input_from_the_users_npz(monkeypatch, tmp_path):
+    """A label-conditioned model (int64 class ids): compiled to ONNX, revalidated on the
+    user's own .npz, whose ids are fed as int64 (saved as int32 here, as numpy users do)."""
+    out = tmp_path / "build"
+    monkeypatch.syspath_prepend(str(TESTS))
+    assert cli.main(["compile", "--model", "user_models:label_cond", "--out", str(out), "--no-baseline",
+                     "--targets", "onnx", "--precisions", "fp32"]) == 0  # fmt: skip
+    rng = np.random.default_rng(3)
+    npz = tmp_path / "inputs.npz"
+    np.savez(npz, image=rng.uniform(-1, 1, (3, 16, 12)).astype(np.float32),
+             labels=rng.integers(0, 7, (16, 12)).astype(np.int32))
+    assert _validate(monkeypatch, str(out), "--inputs", str(npz), "--out", str(tmp_path / "v.json")) == 0
+    report = json.loads((tmp_path / "v.json").read_text())
+    assert report["summary"]["passed"] and report["artifacts"][0]["parity"]["onnxruntime"]["max_abs"] <= 1e-5

@@ -214,3 +214,27 @@ class CubeStem(nn.Module):
 def cube_stem():
     torch.manual_seed(0)
     return CubeStem().eval(), (torch.randn(1, 3, 32, 32),)
+
+
+class LabelCond(nn.Module):
+    """Conditions an image on a label map the way try-on and segmentation code does inside
+    the model: class ids in (int64), one-hot channels (``F.one_hot``) and the background
+    (label 0) set to white computed in the graph. Unchanged, litert-torch cannot convert
+    ``one_hot`` ("Lowering not found: aten._assert_async.msg")."""
+
+    mirror_name = "labelcond"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3 + 7, 4, 3, padding=1)
+
+    def forward(self, image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        parsing = F.one_hot(labels, 7).permute(0, 3, 1, 2).float()
+        person = torch.where((labels == 0).unsqueeze(1), torch.ones_like(image), image)
+        return self.conv(torch.cat([person, parsing], dim=1))
+
+
+def label_cond():
+    torch.manual_seed(0)
+    example = (torch.rand(1, 3, 16, 12) * 2 - 1, torch.randint(0, 7, (1, 16, 12)))
+    return LabelCond().eval(), example, ["image", "labels"], ["out"]
