@@ -277,6 +277,8 @@ class TFLiteEmitter(EmitterBase):
             ("scatter_as_cat", {}),
             ("index_as_select", {}),
             ("litert::gather_as_select", {}),
+            ("litert::one_hot_as_compare", {}),
+            ("litert::float_cast_first", {}),
             ("litert::log_softmax", {}),
             ("litert::matmul_constant_lhs", {}),
             ("litert::select_operands", {}),
