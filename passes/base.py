@@ -8,7 +8,10 @@ pipeline is a named list of ``(pass name, options)``. Running a pipeline produce
 
 from __future__ import annotations
 
+import builtins
+import copy
 import dataclasses
+import keyword
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +19,7 @@ from typing import Any, Protocol
 
 import torch
 from torch.export import ExportedProgram
+from torch.export.graph_signature import ExportGraphSignature, TensorArgument
 
 from mirror import MirrorError
 from mirror.passes import analysis
@@ -137,6 +141,32 @@ class _ReferenceOutputs:
         return self.outputs
 
 
+# Names torch.fx will not give a node: a copy of the graph renames such a placeholder.
+_FX_RESERVED = frozenset(getattr(torch.fx.graph, "_illegal_names", {})) | set(keyword.kwlist) | set(vars(builtins))
+
+
+def stable_input_names(program: ExportedProgram) -> ExportedProgram:
+    """``program``, or a copy whose input placeholders keep their names when copied.
+
+    ``torch.export`` names a placeholder after the forward's argument, and ``input`` (the
+    argument of ``nn.Sequential`` and of many modules) is a Python builtin: a deep copy of
+    the program, which passes make, renames the placeholder ``input_1`` and leaves the
+    graph signature saying ``input``; coremltools then stops with ``KeyError: 'input'``.
+    Renamed here, on a copy whose signature is brought in line, the names stay put under
+    copies; ``run_decompositions`` retraces with the forward's own names, so ``run_pipeline``
+    checks again after every pass.
+    """
+    sig = program.graph_signature
+    if not any(spec.arg.name in _FX_RESERVED for spec in sig.input_specs):
+        return program
+    new = copy.deepcopy(program)
+    placeholders = [n for n in new.graph.nodes if n.op == "placeholder"]
+    specs = [dataclasses.replace(spec, arg=TensorArgument(name=node.name)) if isinstance(spec.arg, TensorArgument)
+             else spec for spec, node in zip(sig.input_specs, placeholders, strict=True)]  # fmt: skip
+    new._graph_signature = ExportGraphSignature(input_specs=specs, output_specs=list(sig.output_specs))
+    return new
+
+
 def run_pipeline(
     program: ExportedProgram,
     pipeline: PipelineSpec,
@@ -155,6 +185,7 @@ def run_pipeline(
     run is not run again, and its records are repeated under this pipeline's name.
     """
     records: list[PassRecord] = []
+    program = stable_input_names(program)
     key: tuple[Any, ...] = (id(program),)
     if cache is not None:
         cache.setdefault(key, (program, None))  # keeps the program, and so its id, alive
@@ -173,7 +204,7 @@ def run_pipeline(
             known = cache.get(("max abs", id(program), id(reference), id(example_inputs))) if cache else None
             figures = _Figures.of(program, None, None, max_abs=known[1] if known else None)
         result = get_pass(name)(program, **dict(options))
-        program = result.program
+        program = stable_input_names(result.program)  # a retrace gives the forward's names back
         after = figures if not result.changed and figures.max_abs is not None else None
         after = after or _Figures.of(program, reference, example_inputs, want=want)
         records.append(_record(name, graph, pipeline_name, result, figures, after))

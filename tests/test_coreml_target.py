@@ -337,6 +337,26 @@ def test_scalar_where_and_integer_clamp_bounds_convert(tmp_path):
     assert ops.get("select") and (ops.get("minimum") or ops.get("clip"))
 
 
+def test_a_model_whose_input_is_called_input_converts(tmp_path):
+    """``nn.Sequential.forward(input)``: ``input`` is a Python builtin, so a copy of the
+    exported graph (every pass makes one) renamed the placeholder and left the signature
+    saying ``input``; coremltools stopped with ``KeyError: 'input'``. The pipeline keeps the
+    two in line, and the package computes what the model does (coreml-mil)."""
+    from mirror.runners.coreml_mil import CoreMLMilRunner
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
+    x = (torch.rand(1, 3, 8, 8),)
+    prog, _ = prepare(torch.export.export(model, x), "seq")
+    sig = [s.arg.name for s in prog.graph_signature.input_specs]
+    assert sig == [n.name for n in prog.graph.nodes if n.op == "placeholder"] and "input" not in sig
+    art = CoreMLEmitter().emit(prog, "seq", "fp32", tmp_path, example_inputs=x, input_names=["image"],
+                               output_names=["y"])  # fmt: skip
+    got = CoreMLMilRunner(art.path).run({"image": x[0].numpy()})["y"]
+    with torch.no_grad():
+        assert float(np.abs(got - model(*x).numpy()).max()) <= 1e-5
+
+
 def test_runner_is_honest_about_macos_only(tmp_path):
     runner = CoreMLRunner(tmp_path / "x.mlpackage")
     assert runner.name == "coreml"
@@ -361,3 +381,32 @@ def test_bad_options_are_mirror_errors(tmp_path):
     with pytest.raises(MirrorError, match="^the coreml target has no 'int8-full' recipe; use one of .*palettize6"):
         CoreMLEmitter().emit(None, "g", "int8-full", tmp_path, example_inputs=(), input_names=[],
                              output_names=[])
+
+
+class _Unsupported(nn.Module):
+    """Ops coremltools 9 had no translation for: var_mean, logsigmoid, bicubic upsampling."""
+
+    def forward(self, x):
+        var, mean = torch.var_mean(x, dim=1, keepdim=True)
+        up = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+        return F.logsigmoid(x) * var + mean, up
+
+
+@pytest.mark.slow
+def test_ops_coremltools_lacks_are_decomposed_and_convert(tmp_path):
+    """Each stopped conversion with "Unsupported fx node"; coreml::core_aten rewrites them
+    into ops coremltools converts, and the fp32 package matches PyTorch (coreml-mil)."""
+    from mirror.runners.coreml_mil import CoreMLMilRunner
+
+    x = (torch.randn(1, 4, 8, 6),)
+    prog, records = prepare(torch.export.export(_Unsupported(), x), "lacks")
+    assert records["coreml::core_aten"].changed
+    targets = {str(n.target) for n in prog.graph.nodes if n.op == "call_function"}
+    assert not {t for t in targets if "var_mean" in t or "log_sigmoid" in t or "bicubic" in t}, targets
+    art = CoreMLEmitter().emit(prog, "lacks", "fp32", tmp_path, example_inputs=x, input_names=["x"],
+                               output_names=["y", "up"])  # fmt: skip
+    got = CoreMLMilRunner(art.path).run({"x": x[0].numpy()})
+    with torch.no_grad():
+        want = _Unsupported()(*x)
+    for name, w in zip(("y", "up"), want, strict=True):
+        assert float(np.abs(got[name] - w.numpy()).max()) <= 1e-5, name
