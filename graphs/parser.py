@@ -131,7 +131,7 @@ def _upsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=True)
 
 
-def _adaptive_pool_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+def adaptive_pool_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
     """[n_out, n_in] averaging matrix over adaptive_avg_pool's bins, for output i the inputs
     floor(i * n_in / n_out) .. ceil((i + 1) * n_in / n_out) - 1."""
     rows = []
@@ -224,9 +224,9 @@ class PSPModule(nn.Module):
         h, w = self._feature_size
         ref = torch.zeros(())
         for i, s in enumerate(self.sizes):
-            self.register_buffer(f"pool_h{i}", _adaptive_pool_matrix(h, s, ref), persistent=False)
+            self.register_buffer(f"pool_h{i}", adaptive_pool_matrix(h, s, ref), persistent=False)
             self.register_buffer(
-                f"pool_wt{i}", _adaptive_pool_matrix(w, s, ref).t().contiguous(), persistent=False
+                f"pool_wt{i}", adaptive_pool_matrix(w, s, ref).t().contiguous(), persistent=False
             )
 
     def _pool(self, stage: nn.Sequential, i: int, x: torch.Tensor) -> torch.Tensor:
@@ -236,8 +236,8 @@ class PSPModule(nn.Module):
         if (h, w) == self._feature_size:
             p_h, p_wt = getattr(self, f"pool_h{i}"), getattr(self, f"pool_wt{i}")
         else:
-            p_h = _adaptive_pool_matrix(h, self.sizes[i], x)
-            p_wt = _adaptive_pool_matrix(w, self.sizes[i], x).t()
+            p_h = adaptive_pool_matrix(h, self.sizes[i], x)
+            p_wt = adaptive_pool_matrix(w, self.sizes[i], x).t()
         return torch.matmul(torch.matmul(p_h, x), p_wt)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 # Built-in passes register themselves on import.
 from mirror.passes import (  # noqa: F401
+    adaptive_pool,
     affine_grid,
+    bicubic_phases,
     broadcast_as_gather,
     cleanup,
     constant_folding,
@@ -31,6 +33,7 @@ from mirror.passes import (  # noqa: F401
     one_hot_as_compare,
     pool_stride,
     rank_legalization,
+    replicate_pad,
     scatter_as_cat,
     split_wide_conv,
     strip_correlation,

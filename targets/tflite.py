@@ -279,6 +279,9 @@ class TFLiteEmitter(EmitterBase):
             ("litert::gather_as_select", {}),
             ("litert::one_hot_as_compare", {}),
             ("litert::float_cast_first", {}),
+            ("litert::replicate_pad_as_cat", {}),
+            ("litert::adaptive_pool_as_matmul", {}),  # before matmul_constant_lhs, which takes its P_h @ x
+            ("litert::bicubic_as_phases", {}),
             ("litert::log_softmax", {}),
             ("litert::matmul_constant_lhs", {}),
             ("litert::select_operands", {}),

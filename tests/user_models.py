@@ -238,3 +238,30 @@ def label_cond():
     torch.manual_seed(0)
     example = (torch.rand(1, 3, 16, 12) * 2 - 1, torch.randint(0, 7, (1, 16, 12)))
     return LabelCond().eval(), example, ["image", "labels"], ["out"]
+
+
+class PspHead(nn.Module):
+    """A segmentation head written the way PSPNet and GAN code write it: replicate-padded
+    convolutions (``padding_mode="replicate"``), a pyramid of adaptive average pools to
+    1, 2, 3 and 6 bins over a 32x24 map, upsampled and concatenated, and a 2x bicubic
+    upsampling at the end. Unchanged, litert-torch lowers the padding to a MIRROR_PAD mode,
+    the uneven pools to GATHER_ND and rank-6 tensors and the bicubic to GATHER_NDs, all
+    refused by LiteRT's GPU delegate."""
+
+    mirror_name = "psphead"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=2, padding_mode="replicate")
+        self.head = nn.Conv2d(8 * 5, 4, 3, padding=1, padding_mode="replicate")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.relu(self.stem(x))[:, :, 1:-1, 1:-1]
+        pooled = [F.interpolate(F.adaptive_avg_pool2d(f, k), size=f.shape[-2:], mode="bilinear", align_corners=False)
+                  for k in (1, 2, 3, 6)]  # fmt: skip
+        return F.interpolate(self.head(torch.cat([f, *pooled], dim=1)), scale_factor=2, mode="bicubic")
+
+
+def psp_head():
+    torch.manual_seed(0)
+    return PspHead().eval(), (torch.rand(1, 3, 32, 24) * 2 - 1,), ["image"], ["logits"]

@@ -1,0 +1,58 @@
+"""``litert::adaptive_pool_as_matmul``: an adaptive average pool becomes two constant averaging matmuls.
+
+``F.adaptive_avg_pool2d(x, (oh, ow))`` whose output size does not divide the input's
+(PSPNet's pyramid bins 1, 2, 3, 6 over a 32x32 map; any head pooled to a fixed grid)
+lowers through litert-torch to index arithmetic: a GATHER_ND and rank-6 tensors, refused
+by LiteRT's GPU delegate (3 of 6 ops of a conv + pool(3, 5) on 16x12 ran on the GPU).
+Each output cell is the mean of a rectangle of inputs, so the pool is
+
+    y = P_h @ x @ P_w^T
+
+with P_h [oh, H] and P_w [ow, W] holding 1/(bin size) over each bin
+(``graphs.parser.adaptive_pool_matrix``, the parser's own "matmul" pooling). The left
+product is a constant-left matmul, which ``litert::matmul_constant_lhs`` (after this pass)
+turns into FULLY_CONNECTED; the right one has a constant right operand. The same numbers
+up to float rounding of the sums (an exact average of the bin, summed in another order).
+A pool whose sizes divide (an ordinary average pool) is left to litert-torch, which
+lowers it to AVERAGE_POOL_2D or MEAN, and so is a pool of a tensor that is not 3-D or 4-D.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.export import ExportedProgram
+from torch.fx import Node
+
+from mirror.graphs.parser import adaptive_pool_matrix
+from mirror.passes.base import PassResult, register
+from mirror.passes.constant_folding import add_constant
+from mirror.passes.graph_utils import rewrite_each
+from mirror.passes.rank_legalization import Builder, shape_of
+
+aten = torch.ops.aten
+_POOLS = (aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default)
+
+
+def _uneven_pool(node: Node) -> bool:
+    if node.op != "call_function" or node.target not in _POOLS:
+        return False
+    (h, w), (oh, ow) = shape_of(node.args[0])[-2:], node.args[1]
+    return bool(h % oh or w % ow)
+
+
+def _as_matmul(program: ExportedProgram, node: Node) -> bool:
+    x, (oh, ow) = node.args[0], node.args[1]
+    shape = shape_of(x)
+    if len(shape) not in (3, 4):
+        return False
+    like = torch.zeros((), dtype=x.meta["val"].dtype)
+    p_h = add_constant(program, f"{node.name}_rows", adaptive_pool_matrix(shape[-2], oh, like))
+    p_wt = add_constant(program, f"{node.name}_cols", adaptive_pool_matrix(shape[-1], ow, like).t().contiguous())
+    b = Builder(program, node)
+    node.replace_all_uses_with(b.call(aten.matmul.default, b.call(aten.matmul.default, p_h, x), p_wt))
+    return True
+
+
+@register("litert::adaptive_pool_as_matmul")
+def adaptive_pool_as_matmul(program: ExportedProgram) -> PassResult:
+    return rewrite_each(program, _uneven_pool, _as_matmul)
