@@ -73,21 +73,13 @@ def test_integer_bicubic_upsampling_becomes_fixed_taps():
 
 @pytest.mark.slow
 @pytest.mark.gpu_delegate
-def test_psp_head_compiles_whole_onto_the_gpu(tmp_path, monkeypatch):
+def test_psp_head_compiles_whole_onto_the_gpu(compile_user_model):
     """``user_models:psp_head``: stock litert-torch leaves most of its ops on the CPU
     (MIRROR_PAD's replicate mode, GATHER_ND, rank-6 tensors); through the pipeline every op
     runs on the real delegate, one partition, matching PyTorch."""
-    import json
-    from pathlib import Path
+    from compile_checks import whole_on_gpu
 
-    from mirror.compiler import cli
-
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
-    code = cli.main(["compile", "--model", "user_models:psp_head", "--targets", "tflite", "--precisions", "fp32",
-                     "--no-baseline", "--out", str(tmp_path)])  # fmt: skip
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert code == 0 and report["summary"]["passed"], report["summary"]
-    (tflite,) = report["artifacts"]
-    gpu = tflite["gpu_delegate"]
-    assert gpu["ops_on_gpu"] == gpu["ops_total"] and gpu["partitions"] == 1, gpu
-    assert tflite["parity"]["litert-gpu"]["max_abs"] <= 1e-5 and tflite["parity"]["litert-cpu"]["max_abs"] <= 1e-5
+    code, report = compile_user_model("user_models:psp_head", "tflite")
+    tflite = whole_on_gpu(report)
+    parity = tflite["parity"]
+    assert code == 0 and parity["litert-gpu"]["max_abs"] <= 1e-5 and parity["litert-cpu"]["max_abs"] <= 1e-5

@@ -84,24 +84,15 @@ def test_select_at_a_runtime_scalar_becomes_index_select():
         assert torch.equal(run(probe), model(probe)), j
 
 
-def test_select_at_a_runtime_scalar_compiles_onto_the_gpu(tmp_path, monkeypatch):
+def test_select_at_a_runtime_scalar_compiles_onto_the_gpu(compile_user_model):
     """litert-torch failed on the exported form ("Abstract tracer value"); after the pass the
     model converts, runs 100% on the real GPU delegate, and Core ML's package (whose shape
     arithmetic concatenates scalars) runs on coreml-mil."""
-    import json
-    from pathlib import Path
+    from compile_checks import whole_on_gpu
 
-    from mirror.compiler import cli
-
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
-    code = cli.main(["compile", "--model", "user_models:row_pick", "--targets", "tflite,coreml",
-                     "--precisions", "fp32", "--no-baseline", "--out", str(tmp_path)])  # fmt: skip
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert code == 0 and report["summary"]["passed"], report["summary"]
-    tflite = next(a for a in report["artifacts"] if a["target"] == "tflite")
-    gpu = tflite["gpu_delegate"]
-    assert gpu["ops_on_gpu"] == gpu["ops_total"] and gpu["partitions"] == 1, gpu
-    assert tflite["parity"]["litert-cpu"]["max_abs"] <= 1e-5
+    code, report = compile_user_model("user_models:row_pick", "tflite,coreml")
+    tflite = whole_on_gpu(report)
+    assert code == 0 and tflite["parity"]["litert-cpu"]["max_abs"] <= 1e-5
     coreml = next(a for a in report["artifacts"] if a["target"] == "coreml")
     assert coreml["parity"]["coreml-mil"]["max_abs"] <= 1e-5
 

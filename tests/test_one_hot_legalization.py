@@ -111,26 +111,18 @@ def test_float_cast_moves_in_front_of_layout_ops():
 
 @pytest.mark.slow
 @pytest.mark.gpu_delegate
-def test_label_conditioned_model_compiles_whole_onto_the_gpu(tmp_path, monkeypatch):
+def test_label_conditioned_model_compiles_whole_onto_the_gpu(compile_user_model, tmp_path):
     """``user_models:label_cond`` (int64 class ids in, ``F.one_hot`` and a background compare
     inside): litert-torch could not convert it; through the pipeline it holds no ONE_HOT and no
     integer tensor past the input's CAST, runs 100% on the real delegate in one partition, and
     every artifact matches PyTorch on random class ids."""
-    import json
-    from pathlib import Path
+    from compile_checks import whole_on_gpu
 
-    from mirror.compiler import cli
     from mirror.runners.tflite_file import read_tflite
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
-    code = cli.main(["compile", "--model", "user_models:label_cond", "--targets", "tflite,coreml,onnx",
-                     "--precisions", "fp32", "--no-baseline", "--out", str(tmp_path)])  # fmt: skip
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert code == 0 and report["summary"]["passed"], report["summary"]
-    tflite = next(a for a in report["artifacts"] if a["target"] == "tflite")
-    gpu = tflite["gpu_delegate"]
-    assert gpu["ops_on_gpu"] == gpu["ops_total"] and gpu["partitions"] == 1, gpu
-    assert tflite["parity"]["litert-gpu"]["max_abs"] <= 1e-5
+    code, report = compile_user_model("user_models:label_cond", "tflite,coreml,onnx")
+    tflite = whole_on_gpu(report)
+    assert code == 0 and tflite["parity"]["litert-gpu"]["max_abs"] <= 1e-5
     graph = read_tflite(tmp_path / tflite["path"])
     assert "ONE_HOT" not in {op.name for op in graph.ops}
     int_ops = [op.name for op in graph.ops if any(graph.tensors[i].dtype == "INT32" for i in op.inputs[:1] if i >= 0)]
