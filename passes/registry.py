@@ -37,6 +37,7 @@ from mirror.passes import (  # noqa: F401
     scatter_as_cat,
     split_wide_conv,
     strip_correlation,
+    unfold_as_conv,
 )
 from mirror.passes.base import PipelineSpec
 

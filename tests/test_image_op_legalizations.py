@@ -1,7 +1,7 @@
-"""Replicate padding, uneven adaptive average pools and bicubic upsampling, for LiteRT's GPU
-delegate: ``litert::replicate_pad_as_cat`` (exact), ``litert::adaptive_pool_as_matmul`` and
-``litert::bicubic_as_phases`` (to float rounding) rewrite them, and a PSPNet-style head
-with all three then runs whole on the real delegate."""
+"""Replicate padding, uneven adaptive average pools, bicubic upsampling and unfold, for
+LiteRT's GPU delegate: ``litert::replicate_pad_as_cat`` and ``litert::unfold_as_conv``
+(exact), ``litert::adaptive_pool_as_matmul`` and ``litert::bicubic_as_phases`` (to float
+rounding) rewrite them, and models using them then run whole on the real delegate."""
 
 from __future__ import annotations
 
@@ -71,15 +71,33 @@ def test_integer_bicubic_upsampling_becomes_fixed_taps():
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)
 
 
+class _Unfolds(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return F.unfold(x, 3, padding=1), F.unfold(x, (2, 3), dilation=2, stride=(1, 2)), F.unfold(x.half(), 3)
+
+
+def test_unfold_becomes_a_one_hot_depthwise_conv():
+    """im2col with padding, dilation and stride, in float32 and float16: a grouped conv with
+    one-hot kernels, bit-identical to ``F.unfold``."""
+    x = torch.randn(2, 3, 8, 6)
+    result = get_pass("litert::unfold_as_conv")(torch.export.export(_Unfolds(), (x,)))
+    assert len(result.details["rewritten"]) == 3
+    assert not [n for n in result.program.graph.nodes if n.target is aten.im2col.default]
+    for got, want in zip(result.program.module()(x), _Unfolds()(x), strict=True):
+        assert got.dtype == want.dtype and torch.equal(got, want)
+
+
 @pytest.mark.slow
 @pytest.mark.gpu_delegate
-def test_psp_head_compiles_whole_onto_the_gpu(compile_user_model):
-    """``user_models:psp_head``: stock litert-torch leaves most of its ops on the CPU
-    (MIRROR_PAD's replicate mode, GATHER_ND, rank-6 tensors); through the pipeline every op
-    runs on the real delegate, one partition, matching PyTorch."""
+@pytest.mark.parametrize("model", ["psp_head", "unfold_corr"])
+def test_models_using_them_compile_whole_onto_the_gpu(compile_user_model, model):
+    """``psp_head`` (replicate-padded convs, a 1/2/3/6 pyramid, a 2x bicubic upsampling) and
+    ``unfold_corr`` (a 3x3 correlation through ``F.unfold``): stock litert-torch leaves part
+    of each on the CPU (MIRROR_PAD's replicate mode, GATHER_ND, rank-6 tensors); through the
+    pipeline every op runs on the real delegate, one partition, matching PyTorch."""
     from compile_checks import whole_on_gpu
 
-    code, report = compile_user_model("user_models:psp_head", "tflite")
+    code, report = compile_user_model(f"user_models:{model}", "tflite")
     tflite = whole_on_gpu(report)
     parity = tflite["parity"]
     assert code == 0 and parity["litert-gpu"]["max_abs"] <= 1e-5 and parity["litert-cpu"]["max_abs"] <= 1e-5

@@ -265,3 +265,27 @@ class PspHead(nn.Module):
 def psp_head():
     torch.manual_seed(0)
     return PspHead().eval(), (torch.rand(1, 3, 32, 24) * 2 - 1,), ["image"], ["logits"]
+
+
+class UnfoldCorrelation(nn.Module):
+    """A local correlation written with ``F.unfold``, as flow networks write it: each
+    feature vector of the first image against the 3x3 neighbourhood of the second. Unchanged,
+    litert-torch lowers the unfold (``aten.im2col``) to GATHER_ND and rank-6 tensors."""
+
+    mirror_name = "unfoldcorr"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        fa, fb = self.features(a), self.features(b)
+        n, c, h, w = fb.shape
+        patches = F.unfold(fb, 3, padding=1).view(n, c, 9, h, w)
+        return (fa.unsqueeze(2) * patches).mean(dim=1)
+
+
+def unfold_corr():
+    torch.manual_seed(0)
+    example = (torch.rand(1, 3, 16, 12) * 2 - 1, torch.rand(1, 3, 16, 12) * 2 - 1)
+    return UnfoldCorrelation().eval(), example, ["a", "b"], ["correlation"]
