@@ -20,6 +20,7 @@ from mirror.passes import (  # noqa: F401
     contiguous_inputs,
     conv_batch_norm,
     core_aten,
+    einsum_as_bmm,
     float_cast_first,
     float_clamp_bounds,
     gather_as_select,

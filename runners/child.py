@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -231,7 +232,8 @@ class Child:
                 name = f"signal {-code}"
             error = f"{self.label} crashed with {name} during {stage}"
         else:
-            error = last_error_line(log) or f"{self.label} exited with status {code} during {stage}"
+            line = last_error_line(log)
+            error = f"{self.label} exited with status {code} during {stage}" + (f": {line}" if line else "")
         self.close()
         return ChildOutcome(False, {}, {}, log, error, stage, code, timed_out)
 
@@ -245,13 +247,17 @@ def run_once(
         return child.request(kind, payload, arrays, timeout)
 
 
+_FATAL = re.compile(r"F\d{4} |.*Check failed")  # glog's FATAL prefix (F0000 ...), a failed CHECK
+_WARNING = re.compile(r"WARNING|W\d{4} ")  # warnings that merely mention an error (a vendor plugin not found)
+
+
 def last_error_line(log: str) -> str:
     """The last line of ``log`` that looks like an error, shortened."""
-    for line in reversed(log.splitlines()):
-        s = line.strip()
-        if s and ("Error" in s or "ERROR" in s):
-            return s[:300]
-    return ""
+    lines = [s for s in (line.strip() for line in log.splitlines()) if s and not _WARNING.match(s)]
+    fatal = next((s for s in reversed(lines) if _FATAL.match(s)), "")
+    if fatal:  # a native check that aborted the process: what it checked, without glog's prefix
+        return fatal.split("] ", 1)[-1][:300]
+    return next((s[:300] for s in reversed(lines) if "Error" in s or "ERROR" in s), "")
 
 
 # ---------------------------------------------------------------------------------------

@@ -273,6 +273,7 @@ class TFLiteEmitter(EmitterBase):
             # Batch norms into their convolutions here, in torch: the converter's own fusion is MLIR
             # constant folding, minutes on a large model (passes/conv_batch_norm.py).
             ("fold_batch_norm", {}),
+            ("litert::einsum_as_bmm", {}),  # before legalize_rank, which takes its rank-5 views
             ("legalize_rank", {}),
             ("scatter_as_cat", {}),
             ("index_as_select", {}),

@@ -51,6 +51,15 @@ CHILD_SOURCE = textwrap.dedent(
         return {}, {}
 
 
+    def check(payload, arrays, stage):
+        # What a native library's failed CHECK leaves: a warning that mentions an error,
+        # then glog's fatal line, then the process exits.
+        stage("load")
+        print("WARNING: [plugin.cc:312] Failed to load plugin with error: ERROR: [plugin.cc:259]", flush=True)
+        print("F0000 00:00:17.757 18651 model.cc:218] Check failed: !IsInput(consumer, value) Node 4", flush=True)
+        os._exit(1)
+
+
     def nap(payload, arrays, stage):
         stage("nap")
         time.sleep(payload["seconds"])
@@ -58,7 +67,7 @@ CHILD_SOURCE = textwrap.dedent(
 
 
     if __name__ == "__main__":
-        sys.exit(serve({"echo": echo, "pid": pid, "fail": fail, "crash": crash, "nap": nap}))
+        sys.exit(serve({"echo": echo, "pid": pid, "fail": fail, "crash": crash, "check": check, "nap": nap}))
     '''
 )
 
@@ -124,6 +133,15 @@ def test_crash_is_reported_with_its_stage(child):
     # The next request starts a fresh process.
     again = child.request("pid", timeout=60)
     assert again.ok and again.result["pid"] != first_pid
+
+
+def test_a_failed_native_check_is_named_not_the_warning_before_it(child):
+    """A library that aborts on a failed CHECK prints warnings first (LiteRT: a vendor plugin
+    that did not load, "with error: ERROR"): the error names the check."""
+    out = child.request("check", timeout=60)
+    assert not out.ok and out.returncode == 1 and not out.crashed
+    assert out.error == ("test child exited with status 1 during load: "
+                         "Check failed: !IsInput(consumer, value) Node 4")  # fmt: skip
 
 
 def test_timeout_kills_the_child_and_says_so(child):
