@@ -38,6 +38,7 @@ from mirror.passes import (  # noqa: F401
     scatter_as_cat,
     split_wide_conv,
     strip_correlation,
+    topk_as_max,
     unfold_as_conv,
 )
 from mirror.passes.base import PipelineSpec

@@ -633,6 +633,18 @@ def argsort(op: OpCall) -> Any:
     return order.astype(np.int32)
 
 
+@kernel("topk")
+def topk(op: OpCall) -> Any:
+    """(values, indices) of the k largest (``ascending``: smallest) along ``axis``, sorted;
+    ties keep the lower index first."""
+    x = np.asarray(op["x"])
+    axis, k = int(op.scalar("axis", -1)), int(op.scalar("k", 1))
+    ascending = bool(op.scalar("ascending", False))
+    order = np.take(np.argsort(x if ascending else -x, axis=axis, kind="stable"), np.arange(k), axis=axis)
+    dtype = np.int32 if str(op.scalar("output_indices_dtype", "int32")) == "int32" else np.uint16
+    return np.take_along_axis(x, order, axis=axis), order.astype(dtype)
+
+
 @kernel("flatten2d")
 def flatten2d(op: OpCall) -> Any:
     x = np.asarray(op["x"])

@@ -284,6 +284,7 @@ class TFLiteEmitter(EmitterBase):
             ("litert::adaptive_pool_as_matmul", {}),  # before matmul_constant_lhs, which takes its P_h @ x
             ("litert::bicubic_as_phases", {}),
             ("litert::unfold_as_conv", {}),
+            ("litert::topk_as_max", {}),
             ("litert::log_softmax", {}),
             ("litert::matmul_constant_lhs", {}),
             ("litert::select_operands", {}),

@@ -23,6 +23,7 @@ BACKEND_PASSES = {
                "litert::gather_as_select", "litert::one_hot_as_compare", "litert::float_cast_first",
                "litert::replicate_pad_as_cat", "litert::adaptive_pool_as_matmul", "litert::bicubic_as_phases",
                "litert::unfold_as_conv", "litert::einsum_as_bmm",
+               "litert::topk_as_max",
                "litert::log_softmax",
                "litert::matmul_constant_lhs", "litert::select_operands", "litert::constant_operands_4d"},
     "onnx": {"gpu_grid_sample"},

@@ -260,3 +260,46 @@ def test_gram_matrix_runs_on_the_gpu_delegate(tmp_path):
     assert child.ok, child.error
     with torch.no_grad():
         assert float(np.abs(next(iter(child.outputs.values())) - model(x).numpy()).max()) <= 1e-5
+
+
+class _TopK(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        a = x.flatten(2).topk(4, dim=2)
+        b = torch.topk(x, 3, dim=1, largest=False)
+        return a.values, a.indices, b.values, b.indices
+
+
+def test_topk_becomes_rounds_of_max():
+    """k largest along the last dimension, k smallest along another: the same values and
+    indices as ``torch.topk`` (distinct values), no topk left; k = 33 is left."""
+    x = torch.randn(2, 5, 6, 7)
+    result = get_pass("litert::topk_as_max")(torch.export.export(_TopK(), (x,)))
+    assert len(result.details["rewritten"]) == 2
+    assert not [n for n in result.program.graph.nodes if n.target is aten.topk.default]
+    for seed in range(3):
+        probe = torch.randn(2, 5, 6, 7, generator=torch.Generator().manual_seed(seed))
+        for got, want in zip(result.program.module()(probe), _TopK()(probe), strict=True):
+            assert got.dtype == want.dtype and torch.equal(got, want)
+
+    class Wide(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.topk(33).values
+
+    wide = get_pass("litert::topk_as_max")(torch.export.export(Wide(), (torch.randn(2, 40),)))
+    assert wide.details["left"] == ["topk"] and not wide.changed
+
+
+@pytest.mark.slow
+@pytest.mark.gpu_delegate
+def test_topk_model_runs_whole_on_the_gpu(compile_user_model):
+    """``user_models:peak_scores`` (the 4 strongest responses per heatmap channel): stock
+    litert-torch makes a STABLEHLO_SORT that neither LiteRT's CPU nor its GPU runs; through
+    the pipeline it runs whole on the real delegate, and the Core ML package (MIL ``topk``)
+    matches PyTorch on coreml-mil."""
+    from compile_checks import whole_on_gpu
+
+    code, report = compile_user_model("user_models:peak_scores", "tflite,coreml")
+    tflite = whole_on_gpu(report)
+    assert code == 0 and tflite["parity"]["litert-gpu"]["max_abs"] <= 1e-5
+    coreml = next(a for a in report["artifacts"] if a["target"] == "coreml")
+    assert coreml["parity"]["coreml-mil"]["max_abs"] <= 1e-5

@@ -289,3 +289,24 @@ def unfold_corr():
     torch.manual_seed(0)
     example = (torch.rand(1, 3, 16, 12) * 2 - 1, torch.rand(1, 3, 16, 12) * 2 - 1)
     return UnfoldCorrelation().eval(), example, ["a", "b"], ["correlation"]
+
+
+class PeakScores(nn.Module):
+    """A keypoint head's top-k: the 4 strongest responses of each heatmap channel and where
+    they are (flattened index). Unchanged, litert-torch lowers ``topk`` to STABLEHLO_SORT,
+    which neither LiteRT's CPU interpreter nor its GPU delegate runs."""
+
+    mirror_name = "peakscores"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heat = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        top = self.heat(x).flatten(2).topk(4, dim=2)
+        return top.values, top.indices.float()
+
+
+def peak_scores():
+    torch.manual_seed(0)
+    return PeakScores().eval(), (torch.rand(1, 3, 16, 12) * 2 - 1,), ["image"], ["scores", "positions"]
