@@ -1,14 +1,16 @@
 """GPU-delegate coverage of the grid_sample model zoo: MIRROR vs stock litert-torch.
 
-For each model of ``tests/zoo.py`` it runs ``mirror compile --model zoo:<name> --targets
+For each model of ``tests/zoo.py`` (or, with ``--module user_models``, of the user models
+written with the idioms the LiteRT legalizations take: ``tests/user_models.py:IDIOMS``) it
+runs ``mirror compile --model zoo:<name> --targets
 tflite --precisions <p> --allow-cpu-fallback`` (the compile's baseline is the stock
 litert-torch conversion of the same eager model) and prints, side by side, the ops the real
 LiteRT GPU delegate (WebGPU on SwiftShader) runs, the GPU partitions, the ratio of ops on
 the GPU, LiteRT CPU/GPU parity, and whether the static rules (``targets/gpu_delegate.py``,
 classic profile) agree with the real delegate on each artifact.
 
-Run: ``.venv/bin/python benchmarks/zoo_gpu_coverage.py [--models a,b] [--precisions fp32]
-[--json out.json]``. About a minute per model on 2 cores.
+Run: ``.venv/bin/python benchmarks/zoo_gpu_coverage.py [--module zoo|user_models] [--models a,b]
+[--precisions fp32] [--json out.json]``. About a minute per model on 2 cores.
 """
 
 from __future__ import annotations
@@ -44,10 +46,10 @@ def _gpu(result: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def measure(name: str, precisions: str, out: Path) -> dict[str, Any]:
+def measure(name: str, precisions: str, out: Path, module: str = "zoo") -> dict[str, Any]:
     from mirror.compiler import cli
 
-    args = ["compile", "--model", f"zoo:{name}", "--out", str(out), "--targets", "tflite",
+    args = ["compile", "--model", f"{module}:{name}", "--out", str(out), "--targets", "tflite",
             "--precisions", precisions, "--gpu-parity", "all", "--allow-cpu-fallback"]  # fmt: skip
     with contextlib.redirect_stderr(io.StringIO()):
         code = cli.main(args)
@@ -74,14 +76,17 @@ def _line(row: dict[str, Any], precisions: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(TESTS))
-    import zoo
+    import importlib
 
+    sys.path.insert(0, str(TESTS))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(zoo.ZOO))
+    parser.add_argument("--module", choices=("zoo", "user_models"), default="zoo")
+    parser.add_argument("--models", help="comma list (default: the module's ZOO or IDIOMS)")
     parser.add_argument("--precisions", default="fp32,fp16")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    source = importlib.import_module(args.module)
+    models = args.models or ",".join(getattr(source, "ZOO", None) or source.IDIOMS)
     precisions = args.precisions.split(",")
     print(f"{'model':<20} | {'stock':>14} | " + " | ".join(f"{'ours ' + p:>31}" for p in precisions)
           + " | static rules agree")  # fmt: skip
@@ -89,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                                                             for _ in precisions))  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
-            rows.append(measure(name, args.precisions, Path(tmp) / name))
+        for name in models.split(","):
+            rows.append(measure(name, args.precisions, Path(tmp) / name, args.module))
             print(_line(rows[-1], precisions), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -292,10 +292,10 @@ def test_topk_becomes_rounds_of_max():
 @pytest.mark.slow
 @pytest.mark.gpu_delegate
 def test_topk_model_runs_whole_on_the_gpu(compile_user_model):
-    """``user_models:peak_scores`` (the 4 strongest responses per heatmap channel): stock
-    litert-torch makes a STABLEHLO_SORT that neither LiteRT's CPU nor its GPU runs; through
-    the pipeline it runs whole on the real delegate, and the Core ML package (MIL ``topk``)
-    matches PyTorch on coreml-mil."""
+    """``user_models:peak_scores`` (a values-only and an indices-only topk): stock litert-torch
+    makes a STABLEHLO_SORT that neither LiteRT's CPU nor its GPU runs and a TOPK_V2 the
+    delegate refuses; through the pipeline it runs whole on the real delegate, and the Core
+    ML package (MIL ``topk``) matches PyTorch on coreml-mil."""
     from compile_checks import whole_on_gpu
 
     code, report = compile_user_model("user_models:peak_scores", "tflite,coreml")

@@ -6,6 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Models written with the idioms the LiteRT legalizations take (benchmarks/zoo_gpu_coverage.py
+# --module user_models measures them against stock litert-torch).
+IDIOMS = ("label_cond", "psp_head", "unfold_corr", "peak_scores", "row_peaks", "row_pick")
+
 
 class FlowWarp(nn.Module):
     """Predicts a flow from two images and warps the first by it: the shape of a
@@ -292,9 +296,10 @@ def unfold_corr():
 
 
 class PeakScores(nn.Module):
-    """A keypoint head's top-k: the 4 strongest responses of each heatmap channel and where
-    they are (flattened index). Unchanged, litert-torch lowers ``topk`` to STABLEHLO_SORT,
-    which neither LiteRT's CPU interpreter nor its GPU delegate runs."""
+    """A keypoint head's top-k: the 4 strongest responses of each heatmap channel, and where
+    the 3 strongest peaks over all channels are (flattened index). Unchanged, litert-torch
+    lowers the values-only topk to STABLEHLO_SORT, which neither LiteRT's CPU interpreter
+    nor its GPU delegate runs, and the other to TOPK_V2, which is not a GPU delegate op."""
 
     mirror_name = "peakscores"
 
@@ -303,8 +308,9 @@ class PeakScores(nn.Module):
         self.heat = nn.Conv2d(3, 4, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        top = self.heat(x).flatten(2).topk(4, dim=2)
-        return top.values, top.indices.float()
+        heat = self.heat(x)
+        scores = heat.flatten(2).topk(4, dim=2).values
+        return scores, heat.amax(dim=1).flatten(1).topk(3).indices.float()
 
 
 def peak_scores():
