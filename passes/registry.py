@@ -35,6 +35,7 @@ from mirror.passes import (  # noqa: F401
     pool_stride,
     rank_legalization,
     replicate_pad,
+    resize_as_matmul,
     scatter_as_cat,
     split_wide_conv,
     strip_correlation,

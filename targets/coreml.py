@@ -185,6 +185,7 @@ class CoreMLEmitter(EmitterBase):
         lowering, then what coremltools 9 needs (core ATen, contiguous inputs, float clamp bounds)."""
         return [
             *lowering_passes(lowering),
+            ("resize_as_matmul", {}),  # coremltools converts an antialiased resize as a plain one
             ("coreml::core_aten", {}),
             ("scatter_as_cat", {}),  # slice assignments become scatters in core ATen; the MIL interpreter has none
             ("coreml::contiguous_inputs", {}),

@@ -283,6 +283,7 @@ class TFLiteEmitter(EmitterBase):
             ("litert::replicate_pad_as_cat", {}),
             ("litert::adaptive_pool_as_matmul", {}),  # before matmul_constant_lhs, which takes its P_h @ x
             ("litert::bicubic_as_phases", {}),
+            ("resize_as_matmul", {}),  # before matmul_constant_lhs, which takes its A_h @ x
             ("litert::unfold_as_conv", {}),
             ("litert::topk_as_max", {}),
             ("litert::log_softmax", {}),

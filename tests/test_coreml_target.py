@@ -384,12 +384,13 @@ def test_bad_options_are_mirror_errors(tmp_path):
 
 
 class _Unsupported(nn.Module):
-    """Ops coremltools 9 had no translation for: var_mean, logsigmoid, bicubic upsampling."""
+    """Ops coremltools 9 had no translation for: var_mean, logsigmoid, cosine_similarity,
+    bicubic upsampling."""
 
     def forward(self, x):
         var, mean = torch.var_mean(x, dim=1, keepdim=True)
         up = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
-        return F.logsigmoid(x) * var + mean, up
+        return F.logsigmoid(x) * var + mean + F.cosine_similarity(x, x.flip(3), dim=1).unsqueeze(1), up
 
 
 @pytest.mark.slow
@@ -402,7 +403,7 @@ def test_ops_coremltools_lacks_are_decomposed_and_convert(tmp_path):
     prog, records = prepare(torch.export.export(_Unsupported(), x), "lacks")
     assert records["coreml::core_aten"].changed
     targets = {str(n.target) for n in prog.graph.nodes if n.op == "call_function"}
-    assert not {t for t in targets if "var_mean" in t or "log_sigmoid" in t or "bicubic" in t}, targets
+    assert not {t for t in targets if any(op in t for op in ("var_mean", "log_sigmoid", "bicubic", "cosine"))}, targets
     art = CoreMLEmitter().emit(prog, "lacks", "fp32", tmp_path, example_inputs=x, input_names=["x"],
                                output_names=["y", "up"])  # fmt: skip
     got = CoreMLMilRunner(art.path).run({"x": x[0].numpy()})

@@ -71,6 +71,27 @@ def test_integer_bicubic_upsampling_becomes_fixed_taps():
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)
 
 
+class _Resizes(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True),
+                F.interpolate(x, size=(7, 5), mode="bilinear", antialias=True, align_corners=True),
+                F.interpolate(x, scale_factor=0.3, mode="bilinear", antialias=True),
+                F.interpolate(x, scale_factor=1.7, mode="nearest-exact"))  # fmt: skip
+
+
+def test_antialiased_and_nearest_exact_resizes_become_resampling_matmuls():
+    """Each resize (sizes or scale factors, align_corners either way) becomes A_h @ x @ A_w^T
+    with PyTorch's own weights: nearest-exact bit-identical, antialiased bilinear to float
+    rounding."""
+    x = torch.randn(2, 3, 16, 12)
+    result = get_pass("resize_as_matmul")(torch.export.export(_Resizes(), (x,)))
+    assert len(result.details["rewritten"]) == 4
+    got, want = result.program.module()(x), _Resizes()(x)
+    for g, w in zip(got[:3], want[:3], strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-6)
+    assert torch.equal(got[3], want[3])
+
+
 class _Unfolds(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return F.unfold(x, 3, padding=1), F.unfold(x, (2, 3), dilation=2, stride=(1, 2)), F.unfold(x.half(), 3)
@@ -89,15 +110,19 @@ def test_unfold_becomes_a_one_hot_depthwise_conv():
 
 @pytest.mark.slow
 @pytest.mark.gpu_delegate
-@pytest.mark.parametrize("model", ["psp_head", "unfold_corr"])
+@pytest.mark.parametrize("model", ["psp_head", "unfold_corr", "thumbnail"])
 def test_models_using_them_compile_whole_onto_the_gpu(compile_user_model, model):
     """``psp_head`` (replicate-padded convs, a 1/2/3/6 pyramid, a 2x bicubic upsampling) and
-    ``unfold_corr`` (a 3x3 correlation through ``F.unfold``): stock litert-torch leaves part
-    of each on the CPU (MIRROR_PAD's replicate mode, GATHER_ND, rank-6 tensors); through the
-    pipeline every op runs on the real delegate, one partition, matching PyTorch."""
+    ``unfold_corr`` (a 3x3 correlation through ``F.unfold``), ``thumbnail`` (an antialiased
+    downscale, a nearest-exact upscale): stock litert-torch leaves part of each on the CPU
+    (MIRROR_PAD's replicate mode, GATHER_ND, rank-6 tensors) or cannot convert it; through
+    the pipeline every op runs on the real delegate, one partition, and LiteRT and the Core
+    ML package (coreml-mil) match PyTorch."""
     from compile_checks import whole_on_gpu
 
-    code, report = compile_user_model(f"user_models:{model}", "tflite")
+    code, report = compile_user_model(f"user_models:{model}", "tflite,coreml")
     tflite = whole_on_gpu(report)
     parity = tflite["parity"]
     assert code == 0 and parity["litert-gpu"]["max_abs"] <= 1e-5 and parity["litert-cpu"]["max_abs"] <= 1e-5
+    coreml = next(a for a in report["artifacts"] if a["target"] == "coreml")
+    assert coreml["parity"]["coreml-mil"]["max_abs"] <= 1e-5

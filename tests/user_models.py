@@ -8,7 +8,7 @@ from torch import nn
 
 # Models written with the idioms the LiteRT legalizations take (benchmarks/zoo_gpu_coverage.py
 # --module user_models measures them against stock litert-torch).
-IDIOMS = ("label_cond", "psp_head", "unfold_corr", "peak_scores", "row_peaks", "row_pick")
+IDIOMS = ("label_cond", "psp_head", "unfold_corr", "peak_scores", "thumbnail", "row_peaks", "row_pick")
 
 
 class FlowWarp(nn.Module):
@@ -316,3 +316,25 @@ class PeakScores(nn.Module):
 def peak_scores():
     torch.manual_seed(0)
     return PeakScores().eval(), (torch.rand(1, 3, 16, 12) * 2 - 1,), ["image"], ["scores", "positions"]
+
+
+class Thumbnail(nn.Module):
+    """Downscales its features without aliasing (``antialias=True``, as PIL resizes) and
+    upscales them back with ``nearest-exact``. Unchanged, litert-torch cannot convert the
+    first ("Lowering not found") and coremltools converts it as a plain bilinear resize
+    (0.25 off PyTorch); it stops at the second ("Unsupported fx node")."""
+
+    mirror_name = "thumbnail"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        small = F.interpolate(self.conv(x), scale_factor=0.5, mode="bilinear", antialias=True)
+        return F.interpolate(small, scale_factor=2, mode="nearest-exact")
+
+
+def thumbnail():
+    torch.manual_seed(0)
+    return Thumbnail().eval(), (torch.rand(1, 3, 32, 24) * 2 - 1,), ["image"], ["restored"]
