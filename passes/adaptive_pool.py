@@ -25,9 +25,9 @@ from torch.fx import Node
 
 from mirror.graphs.parser import adaptive_pool_matrix
 from mirror.passes.base import PassResult, register
-from mirror.passes.constant_folding import add_constant
 from mirror.passes.graph_utils import rewrite_each
-from mirror.passes.rank_legalization import Builder, shape_of
+from mirror.passes.rank_legalization import shape_of
+from mirror.passes.resize_as_matmul import apply_separable
 
 aten = torch.ops.aten
 _POOLS = (aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default)
@@ -46,10 +46,8 @@ def _as_matmul(program: ExportedProgram, node: Node) -> bool:
     if len(shape) not in (3, 4):
         return False
     like = torch.zeros((), dtype=x.meta["val"].dtype)
-    p_h = add_constant(program, f"{node.name}_rows", adaptive_pool_matrix(shape[-2], oh, like))
-    p_wt = add_constant(program, f"{node.name}_cols", adaptive_pool_matrix(shape[-1], ow, like).t().contiguous())
-    b = Builder(program, node)
-    node.replace_all_uses_with(b.call(aten.matmul.default, b.call(aten.matmul.default, p_h, x), p_wt))
+    rows, cols = adaptive_pool_matrix(shape[-2], oh, like), adaptive_pool_matrix(shape[-1], ow, like)
+    apply_separable(program, node, x, rows, cols)
     return True
 
 

@@ -71,12 +71,18 @@ def _as_matmul(program: ExportedProgram, node: Node) -> bool:
     if len(shape) != 4 or max(shape[2] * out[2], shape[3] * out[3]) > MAX_ELEMENTS:
         return False
     dtype, (s_h, s_w) = x.meta["val"].dtype, _scales(node)
-    a_h = add_constant(program, f"{node.name}_rows", resampling_matrix(shape[2], out[2], how, dtype, s_h))
-    a_w = resampling_matrix(shape[3], out[3], how, dtype, s_w)
-    a_wt = add_constant(program, f"{node.name}_cols", a_w.t().contiguous())
-    b = Builder(program, node)
-    node.replace_all_uses_with(b.call(aten.matmul.default, b.call(aten.matmul.default, a_h, x), a_wt))
+    apply_separable(program, node, x, resampling_matrix(shape[2], out[2], how, dtype, s_h),
+                    resampling_matrix(shape[3], out[3], how, dtype, s_w))  # fmt: skip
     return True
+
+
+def apply_separable(program: ExportedProgram, node: Node, x: Node, a_h: torch.Tensor, a_w: torch.Tensor) -> None:
+    """Replace ``node`` by ``a_h @ x @ a_w^T`` (a_h [H_out, H], a_w [W_out, W]), both stored
+    as constants: a separable linear map of x's last two dimensions."""
+    rows = add_constant(program, f"{node.name}_rows", a_h)
+    cols = add_constant(program, f"{node.name}_cols", a_w.t().contiguous())
+    b = Builder(program, node)
+    node.replace_all_uses_with(b.call(aten.matmul.default, b.call(aten.matmul.default, rows, x), cols))
 
 
 @register("resize_as_matmul")
