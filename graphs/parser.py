@@ -131,14 +131,16 @@ def _upsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=True)
 
 
+def adaptive_bins(n_in: int, n_out: int) -> list[tuple[int, int]]:
+    """Adaptive pooling's bins: output i reads inputs floor(i * n_in / n_out) up to (not
+    including) ceil((i + 1) * n_in / n_out)."""
+    return [((i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)) for i in range(n_out)]
+
+
 def adaptive_pool_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
-    """[n_out, n_in] averaging matrix over adaptive_avg_pool's bins, for output i the inputs
-    floor(i * n_in / n_out) .. ceil((i + 1) * n_in / n_out) - 1."""
-    rows = []
-    for i in range(n_out):
-        start = (i * n_in) // n_out
-        end = -((-(i + 1) * n_in) // n_out)
-        rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(n_in)])
+    """[n_out, n_in] averaging matrix over adaptive_avg_pool's bins."""
+    rows = [[1.0 / (end - start) if start <= j < end else 0.0 for j in range(n_in)]
+            for start, end in adaptive_bins(n_in, n_out)]  # fmt: skip
     return torch.tensor(rows, dtype=like.dtype, device=like.device)
 
 

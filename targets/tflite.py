@@ -282,6 +282,7 @@ class TFLiteEmitter(EmitterBase):
             ("litert::float_cast_first", {}),
             ("litert::replicate_pad_as_cat", {}),
             ("litert::adaptive_pool_as_matmul", {}),  # before matmul_constant_lhs, which takes its P_h @ x
+            ("litert::adaptive_max_as_pool", {}),
             ("litert::bicubic_as_phases", {}),
             ("resize_as_matmul", {}),  # before matmul_constant_lhs, which takes its A_h @ x
             ("litert::unfold_as_conv", {}),

@@ -22,6 +22,7 @@ BACKEND_PASSES = {
                "fold_constants", "fold_batch_norm", "legalize_rank", "scatter_as_cat", "index_as_select",
                "litert::gather_as_select", "litert::one_hot_as_compare", "litert::float_cast_first",
                "litert::replicate_pad_as_cat", "litert::adaptive_pool_as_matmul", "litert::bicubic_as_phases",
+               "litert::adaptive_max_as_pool",
                "resize_as_matmul", "litert::unfold_as_conv", "litert::einsum_as_bmm", "litert::topk_as_max",
                "litert::log_softmax", "litert::matmul_constant_lhs", "litert::select_operands",
                "litert::constant_operands_4d"},

@@ -1,7 +1,7 @@
-"""Replicate padding, uneven adaptive average pools, bicubic upsampling and unfold, for
-LiteRT's GPU delegate: ``litert::replicate_pad_as_cat`` and ``litert::unfold_as_conv``
-(exact), ``litert::adaptive_pool_as_matmul`` and ``litert::bicubic_as_phases`` (to float
-rounding) rewrite them, and models using them then run whole on the real delegate."""
+"""Image ops of other projects' models, for LiteRT's GPU delegate (and Core ML): replicate
+padding, adaptive average and max pools, bicubic, antialiased and nearest-exact resizes,
+and unfold. Each pass rewrites its op exactly or to float rounding, and models using them
+then run whole on the real delegate."""
 
 from __future__ import annotations
 
@@ -49,6 +49,22 @@ def test_uneven_adaptive_pools_become_averaging_matmuls():
     assert sorted(tuple(n.args[1]) for n in left) == [(1, 1), (4, 4)]
     for got, want in zip(result.program.module()(x), _Pools()(x), strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+class _MaxPools(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (F.adaptive_max_pool2d(x, (4, 3)), F.adaptive_max_pool2d(x, (3, 5)),
+                F.adaptive_max_pool2d(x, 2, return_indices=True)[1].float())  # fmt: skip
+
+
+def test_adaptive_max_pools_become_max_pools_or_bin_maxima():
+    """4x3 bins of a 16x12 map (even: MAX_POOL_2D) and 3x5 (uneven: the maximum of each
+    bin), bit-identical; a pool whose indices are used is left."""
+    x = torch.randn(2, 3, 16, 12)
+    result = get_pass("litert::adaptive_max_as_pool")(torch.export.export(_MaxPools(), (x,)))
+    assert len(result.details["rewritten"]) == 2 and len(result.details["left"]) == 1
+    for got, want in zip(result.program.module()(x), _MaxPools()(x), strict=True):
+        assert torch.equal(got, want)
 
 
 class _Bicubic(torch.nn.Module):

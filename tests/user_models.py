@@ -247,22 +247,23 @@ def label_cond():
 class PspHead(nn.Module):
     """A segmentation head written the way PSPNet and GAN code write it: replicate-padded
     convolutions (``padding_mode="replicate"``), a pyramid of adaptive average pools to
-    1, 2, 3 and 6 bins over a 32x24 map, upsampled and concatenated, and a 2x bicubic
-    upsampling at the end. Unchanged, litert-torch lowers the padding to a MIRROR_PAD mode,
-    the uneven pools to GATHER_ND and rank-6 tensors and the bicubic to GATHER_NDs, all
-    refused by LiteRT's GPU delegate."""
+    1, 2, 3 and 6 bins and an adaptive max pool to 3 over a 32x24 map, upsampled and
+    concatenated, and a 2x bicubic upsampling at the end. Unchanged, litert-torch lowers the
+    padding to a MIRROR_PAD mode, the uneven pools to GATHER_ND and rank-6 tensors and the
+    bicubic to GATHER_NDs, all refused by LiteRT's GPU delegate, and cannot convert the
+    max pool at all."""
 
     mirror_name = "psphead"
 
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, padding=2, padding_mode="replicate")
-        self.head = nn.Conv2d(8 * 5, 4, 3, padding=1, padding_mode="replicate")
+        self.head = nn.Conv2d(8 * 6, 4, 3, padding=1, padding_mode="replicate")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = torch.relu(self.stem(x))[:, :, 1:-1, 1:-1]
-        pooled = [F.interpolate(F.adaptive_avg_pool2d(f, k), size=f.shape[-2:], mode="bilinear", align_corners=False)
-                  for k in (1, 2, 3, 6)]  # fmt: skip
+        pools = [F.adaptive_avg_pool2d(f, k) for k in (1, 2, 3, 6)] + [F.adaptive_max_pool2d(f, 3)]
+        pooled = [F.interpolate(p, size=f.shape[-2:], mode="bilinear", align_corners=False) for p in pools]
         return F.interpolate(self.head(torch.cat([f, *pooled], dim=1)), scale_factor=2, mode="bicubic")
 
 
