@@ -191,8 +191,8 @@ def test_pass_runs_in_each_backend_pipeline_not_the_shared_one():
         assert list(ONNXEmitter().pipeline(lowering)) == [step]
         cml = CoreMLEmitter().pipeline(lowering)
         assert cml[0] == step
-        assert [n for n, _ in cml[1:]] == ["coreml::core_aten", "scatter_as_cat", "coreml::contiguous_inputs",
-                                           "coreml::float_clamp_bounds"]
+        assert [n for n, _ in cml[1:]] == ["resize_as_matmul", "coreml::core_aten", "scatter_as_cat",
+                                           "coreml::contiguous_inputs", "coreml::float_clamp_bounds"]
     assert list(lowering_passes("native")) == []
     assert list(ONNXEmitter().pipeline("native")) == []
     assert "gpu_grid_sample" not in [n for n, _ in CoreMLEmitter().pipeline("native")]
