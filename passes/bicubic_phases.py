@@ -6,8 +6,8 @@ delegate refuses (51 of 70 ops of a conv + 2x bicubic ran on the GPU, in 2 parti
 
 With an integer factor s and ``align_corners=False``, output ``o = s*i + p`` samples the
 input at ``i + (p + 0.5)/s - 0.5``: the fractional offset depends on the phase p only. So
-each phase is a fixed 4-tap filter (Keys' cubic convolution, a = -0.75, PyTorch's
-weights) over the input replicate-padded by 2 (PyTorch clamps the taps at the border):
+each phase is a fixed 4-tap filter (Keys' cubic convolution, a = -0.75: PyTorch's own
+weights, read off its resize of a probe) over the input replicate-padded by 2 (PyTorch clamps the taps at the border):
 four slices, multiplied by constants and added. The s phases are interleaved by a stack
 and a reshape, first along W, then along H, on the batch and channels merged into one
 dimension, so every tensor stays at rank <= 4 (SLICE, MUL, ADD, PACK, RESHAPE,
@@ -28,21 +28,25 @@ from mirror.passes.base import PassResult, register
 from mirror.passes.graph_utils import rewrite_each
 from mirror.passes.rank_legalization import Builder, shape_of
 from mirror.passes.replicate_pad import copy_edges
+from mirror.passes.resize_as_matmul import resampling_matrix
 
 aten = torch.ops.aten
-CUBIC_A = -0.75  # PyTorch's (and OpenCV's) cubic convolution coefficient
+_INTERIOR = 8  # inputs of the probe whose middle output shows a phase's 4 weights away from the border
 
 
-def cubic_weights(t: float, a: float = CUBIC_A) -> list[float]:
-    """Weights of the taps at -1, 0, 1, 2 for a sample at fraction ``t`` past tap 0."""
-
-    def near(d: float) -> float:  # |d| <= 1
-        return ((a + 2) * d - (a + 3)) * d * d + 1
-
-    def far(d: float) -> float:  # 1 < |d| < 2
-        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-
-    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+def phase_taps(s: int) -> list[tuple[int, list[float]]]:
+    """For each output phase p of an s-times bicubic upsampling (``align_corners=False``):
+    its first tap relative to the input index, and its 4 weights. The weights are read off
+    PyTorch's own resampling matrix (``resize_as_matmul.resampling_matrix``), so they are
+    PyTorch's (Keys' cubic, a = -0.75), not a copy of its formula."""
+    matrix = resampling_matrix(_INTERIOR, _INTERIOR * s, {"mode": "bicubic", "align_corners": False},
+                               torch.float64, float(s))  # fmt: skip
+    taps = []
+    for p in range(s):
+        first = -1 if (p + 0.5) / s >= 0.5 else -2  # the sample lies at or past its input index
+        row, at = matrix[(_INTERIOR // 2) * s + p], _INTERIOR // 2 + first
+        taps.append((first, [float(w) for w in row[at : at + 4]]))
+    return taps
 
 
 def _bicubic(node: Node) -> bool:
@@ -68,11 +72,9 @@ def _upsample_axis(b: Builder, x: Node, axis: int, s: int) -> Node:
     shape = shape_of(x)
     padded = b.call(aten.cat.default, copy_edges(b, x, axis, 2, 2), axis)
     phases = []
-    for p in range(s):
-        f = (p + 0.5) / s - 0.5
-        first, t = (-1, f) if f >= 0 else (-2, f + 1)  # first tap, relative to the input index
+    for first, weights in phase_taps(s):
         acc = None
-        for k, w in enumerate(cubic_weights(t)):
+        for k, w in enumerate(weights):
             start = first + k + 2
             term = b.call(aten.mul.Tensor, b.call(aten.slice.Tensor, padded, axis, start, start + shape[axis], 1), w)
             acc = term if acc is None else b.call(aten.add.Tensor, acc, term)
